@@ -1,0 +1,116 @@
+"""Command-line entry points. Imports stay light: torch and lightning load inside train()."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+import rnnlab.config  # noqa: F401  (registers the schemas with Hydra's ConfigStore)
+
+
+def config_dir() -> str:
+    """conf/ of a source checkout, or the copy a wheel carries inside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"rnnlab's conf/ directory not found next to {here}")
+
+
+# ------------------------------------------------------------------------------------ error lines
+def one_line_error(ex: BaseException) -> str | None:
+    """One readable line for a user error (bad override, bad value, bad file), or None for a bug."""
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rnnlab.errors import RnnlabError
+
+    # an error raised inside the job arrives as itself; look through wrappers for the user's error
+    seen: BaseException | None = ex
+    while seen is not None:
+        if isinstance(seen, RnnlabError):
+            return str(seen).splitlines()[0]
+        seen = seen.__cause__
+
+    if isinstance(ex, MissingConfigException):
+        text = str(ex)
+        first = re.sub(r"^In '[^']*': ", "", text.splitlines()[0])
+        options = [ln.strip() for ln in text.splitlines() if ln.startswith("\t") and "provider=" not in ln]
+        if options:
+            group = re.search(r"Available options in '([^']+)'", text)
+            where = f" in '{group.group(1)}'" if group else ""
+            return f"{first} Available options{where}: {', '.join(options)}"
+        return first
+
+    omega = ex if isinstance(ex, OmegaConfBaseException) else ex.__cause__
+    if isinstance(omega, OmegaConfBaseException):
+        key = getattr(omega, "full_key", None)
+        reason = str(omega).splitlines()[0] if str(omega) else type(omega).__name__
+        hint = " (check the spelling, or use +key=value to add a new key)" if "not in" in reason else ""
+        prefix = f"{key}: " if key else ""
+        return f"{prefix}{reason}{hint}"
+    if isinstance(ex, HydraException):
+        return " ".join(str(ex).split())
+    return None
+
+
+def _install_error_reporter() -> None:
+    """Hydra prints multi-line messages and tracebacks; users get one line and exit status 1 instead.
+
+    Genuine bugs (anything but a config, override or data error) keep Hydra's traceback, and
+    HYDRA_FULL_ERROR=1 restores Hydra's behaviour entirely.
+    """
+    import hydra._internal.utils as hydra_utils
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "_rnnlab", False):
+        return
+
+    def run_and_report(func: Any) -> Any:
+        try:
+            return func()
+        except Exception as ex:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            line = one_line_error(ex)
+            if line is None:
+
+                def reraise(err: Exception = ex) -> Any:
+                    raise err
+
+                return original(reraise)
+            sys.stderr.write(f"rnnlab: error: {line}\n")
+            sys.exit(1)
+
+    run_and_report._rnnlab = True  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def _hydra_train(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from rnnlab.train import train
+
+    try:
+        return train(cfg)
+    except Exception as ex:
+        # A single run ends here with one line; in a sweep the error goes back to Hydra so the other jobs go on.
+        line = one_line_error(ex)
+        if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        sys.stderr.write(f"rnnlab: error: {line}\n")
+        sys.exit(1)
+
+
+def train_main() -> None:
+    """``rnnlab-train``: the Hydra app."""
+    _install_error_reporter()
+    _hydra_train()

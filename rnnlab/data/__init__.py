@@ -1,0 +1,1 @@
+"""Data sources (packaged corpora, local files, generators), vocabularies and Lightning data modules."""

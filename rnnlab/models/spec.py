@@ -1,0 +1,55 @@
+"""What a network is, independent of the backend that runs it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # torch's stacked gate order: LSTM i,f,g,o; GRU r,z,n
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Embedding (or one-hot) -> stacked, optionally bidirectional recurrent layers -> linear head."""
+
+    cell: str  # rnn | lstm | gru
+    vocab_size: int  # number of input tokens
+    embed_dim: int  # 0: one-hot inputs of size vocab_size
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    num_outputs: int
+    dropout: float = 0.0
+    nonlinearity: str = "tanh"
+    padding_idx: int | None = None  # classification pads with this token id
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def input_size(self) -> int:
+        return self.embed_dim if self.embed_dim > 0 else self.vocab_size
+
+    @property
+    def features(self) -> int:
+        """Width of the recurrent output (and of the head's input)."""
+        return self.hidden_size * self.num_directions
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_model_config(cls, model_cfg: Any, vocab_size: int, num_outputs: int, **extra: Any) -> NetSpec:
+        return cls(
+            cell=str(getattr(model_cfg.cell, "value", model_cfg.cell)),
+            vocab_size=vocab_size,
+            embed_dim=int(model_cfg.embed_dim),
+            hidden_size=int(model_cfg.hidden_size),
+            num_layers=int(model_cfg.num_layers),
+            bidirectional=bool(model_cfg.bidirectional),
+            num_outputs=num_outputs,
+            dropout=float(model_cfg.dropout),
+            nonlinearity=str(getattr(model_cfg.nonlinearity, "value", model_cfg.nonlinearity)),
+            **extra,
+        )

@@ -1,0 +1,1 @@
+"""The PyTorch backend: fused nn.RNN / nn.LSTM / nn.GRU kernels (oneDNN on CPU, cuDNN on GPU)."""

@@ -1,0 +1,80 @@
+"""Embedding (or one-hot) -> fused nn.RNN / nn.LSTM / nn.GRU -> linear head, with weights from init.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnlab.models.init import init_parameters
+from rnnlab.models.spec import NetSpec
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for the LSTM
+
+
+class TorchRecurrentNet(nn.Module):
+    """The torch backend's network. Inputs are token ids [B, T]; ``batch_first`` throughout."""
+
+    def __init__(self, spec: NetSpec, seed: int):
+        super().__init__()
+        self.spec = spec
+        self.embedding = (
+            nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=spec.padding_idx) if spec.embed_dim > 0 else None
+        )
+        kwargs = dict(
+            input_size=spec.input_size,
+            hidden_size=spec.hidden_size,
+            num_layers=spec.num_layers,
+            bidirectional=spec.bidirectional,
+            dropout=spec.dropout if spec.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        if spec.cell == "rnn":
+            self.rnn: nn.RNNBase = nn.RNN(nonlinearity=spec.nonlinearity, **kwargs)
+        elif spec.cell == "lstm":
+            self.rnn = nn.LSTM(**kwargs)
+        elif spec.cell == "gru":
+            self.rnn = nn.GRU(**kwargs)
+        else:
+            raise ValueError(f"unknown cell {spec.cell!r}")
+        self.head = nn.Linear(spec.features, spec.num_outputs)
+        self.load_arrays(init_parameters(spec, seed))
+
+    @torch.no_grad()
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy named NumPy arrays (torch layout) into the parameters; every parameter must be given."""
+        params = dict(self.named_parameters())
+        missing, extra = set(params) - set(arrays), set(arrays) - set(params)
+        if missing or extra:
+            raise KeyError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for name, p in params.items():
+            p.copy_(torch.from_numpy(np.asarray(arrays[name])).to(p.dtype))
+        self.rnn.flatten_parameters()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embedding is not None:
+            return self.embedding(x)
+        return nn.functional.one_hot(x, self.spec.vocab_size).to(self.head.weight.dtype)
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Recurrent outputs [B, T, H * num_directions] and the final state, torch-ordered.
+
+        With ``lengths``, the batch is packed so that padding never enters the recurrence and the final state
+        of each sequence is taken at its own last step (in both directions).
+        """
+        inputs = self.embed(x)
+        if lengths is None:
+            return self.rnn(inputs, state)
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.rnn(packed, state)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out, final
+
+    def last_hidden(self, final: State) -> torch.Tensor:
+        """The top layer's final hidden state, [B, H * num_directions] (forward then backward)."""
+        h_n = final[0] if isinstance(final, tuple) else final
+        top = h_n[-self.spec.num_directions :]  # [D, B, H]
+        return torch.cat(list(top), dim=-1)

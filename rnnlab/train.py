@@ -1,0 +1,179 @@
+"""``train(cfg)``: config -> data module, task module, Trainer; fit, then test the best checkpoint.
+
+Kept apart from the ``@hydra.main`` wrapper (rnnlab.cli) so that tests and other programs can call it with a
+config from ``hydra.compose``. torch and lightning are imported inside the function: the command line answers
+``--help`` and ``--cfg job`` without loading them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.config import validate
+from rnnlab.errors import ConfigError
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+
+
+def flat_hparams(cfg: DictConfig, seed: int) -> dict[str, Any]:
+    """The hyperparameters a person compares runs by, flat and scalar (for TensorBoard's HPARAMS tab)."""
+    out: dict[str, Any] = {"seed": seed}
+    for group in ("model", "task", "data", "optimizer"):
+        for key, value in _container(cfg[group]).items():
+            if isinstance(value, list):
+                value = str(value)
+            out[f"{group}/{key}"] = value
+    for key in ("max_steps", "max_epochs", "precision", "gradient_clip_val"):
+        out[f"trainer/{key}"] = cfg.trainer[key]
+    return {k: ("null" if v is None else v) for k, v in out.items()}
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Checks that read the disk but need no torch: the checkpoint to resume and the data file."""
+    if cfg.ckpt_path is not None:
+        p = Path(cfg.ckpt_path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"ckpt_path: no such checkpoint file: {p}")
+    if cfg.data.get("path") is not None:
+        from rnnlab.data.corpus import read_text_file
+
+        read_text_file(cfg.data.path)
+
+
+def _instantiate_all(node: Any, what: str) -> list[Any]:
+    from hydra.utils import instantiate
+
+    objects = []
+    for key, entry in (node or {}).items():
+        if entry is None:
+            continue
+        try:
+            objects.append(instantiate(entry))
+        except Exception as err:  # a bad _target_ or argument: name the key
+            cause = err.__cause__ or err
+            raise ConfigError(f"{what}.{key}: {str(cause).splitlines()[0]}") from err
+    return objects
+
+
+def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
+    from rnnlab.models.spec import NetSpec
+    from rnnlab.tasks import task_class
+
+    extra = {"padding_idx": datamodule.pad_id} if getattr(datamodule, "pad_id", None) is not None else {}
+    spec = NetSpec.from_model_config(cfg.model, len(datamodule.vocab), datamodule.num_outputs, **extra)
+    return task_class(cfg.task.name)(
+        spec=spec.to_dict(),
+        optimizer=_container(cfg.optimizer),
+        task=_container(cfg.task),
+        vocab=datamodule.vocab.itos,
+        seed=seed,
+        backend=str(getattr(cfg.model.backend, "value", cfg.model.backend)),
+    )
+
+
+def _route_lightning_logs() -> None:
+    """Under Hydra the root logger already prints to the console and to the run's log file; drop Lightning's
+    own console handler so that each message appears once."""
+    import logging
+
+    if logging.getLogger().handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            named = logging.getLogger(name)
+            for handler in list(named.handlers):
+                named.removeHandler(handler)
+            named.propagate = True
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train and test one configuration; returns ``cfg.optimized_metric`` (for sweepers), or None."""
+    validate(cfg)
+    check_inputs(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from rnnlab.data.datamodules import build_datamodule
+
+    _route_lightning_logs()
+    seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    L.seed_everything(seed, workers=True, verbose=False)
+
+    datamodule = build_datamodule(cfg.data, seed, cfg.paths.cache_dir)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = build_task(cfg, datamodule, seed)
+
+    callbacks = _instantiate_all(cfg.callbacks, "callbacks")
+    loggers = _instantiate_all(cfg.logger, "logger")
+    trainer_kwargs = _container(cfg.trainer)
+    try:
+        trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"trainer: {str(err).splitlines()[0]}") from err
+
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = OmegaConf.to_yaml(OmegaConf.create(_container(cfg)))
+        (run_dir / "config_resolved.yaml").write_text(f"# seed used: {seed}\n{resolved}")
+    for logger in trainer.loggers:
+        logger.log_hyperparams(flat_hparams(cfg, seed))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    test_metrics: dict[str, float] = {}
+    if cfg.run_test and not trainer.interrupted:
+        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+
+    value = metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
+    _report(cfg, model, trainer, run_dir, seed, metrics, test_metrics)
+    return value
+
+
+def _report(
+    cfg: DictConfig,
+    model: Any,
+    trainer: Any,
+    run_dir: Path,
+    seed: int,
+    metrics: dict[str, float],
+    test_metrics: dict[str, float],
+) -> None:
+    """The end-of-run summary: test metrics, a generated sample, where the run is and how to look at it."""
+    if trainer.global_rank != 0:
+        return
+    lines = [
+        "",
+        f"== rnnlab: {cfg.task.name.value} | {cfg.model.cell.value} ({cfg.model.backend.value}) | "
+        f"data={cfg.data.name} | seed={seed} ==",
+    ]
+    shown = {**{k: v for k, v in metrics.items() if k.startswith("val/")}, **test_metrics}
+    if shown:
+        lines.append("  " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
+    if "test/bpc" in test_metrics:
+        lines.append(f"  test bits per character: {test_metrics['test/bpc']:.4f}")
+    if cfg.print_sample and hasattr(model, "generate"):
+        t = cfg.task
+        sample = model.generate(t.sample_prompt, max(t.sample_length, 1), t.temperature, t.top_k)
+        lines += ["", f"-- generated sample (temperature {t.temperature:g}) --", sample, "-- end of sample --"]
+    if run_dir.is_dir():
+        rel = os.path.relpath(run_dir)
+        lines += [
+            "",
+            f"Run directory: {rel}",
+            f"  checkpoints: {rel}/checkpoints/   metrics: {rel}/csv/metrics.csv",
+            f"  TensorBoard: tensorboard --logdir {rel}   (or --logdir {cfg.paths.output_dir} for every run)",
+        ]
+    print("\n".join(lines), flush=True)

@@ -52,12 +52,25 @@ def one_line_error(ex: BaseException) -> str | None:
     if isinstance(omega, OmegaConfBaseException):
         key = getattr(omega, "full_key", None)
         reason = str(omega).splitlines()[0] if str(omega) else type(omega).__name__
-        hint = " (check the spelling, or use +key=value to add a new key)" if "not in" in reason else ""
+        hint = _did_you_mean(omega) if "not in" in reason else ""
         prefix = f"{key}: " if key else ""
         return f"{prefix}{reason}{hint}"
     if isinstance(ex, HydraException):
         return " ".join(str(ex).split())
     return None
+
+
+def _did_you_mean(err: Any) -> str:
+    """' (did you mean hidden_size?)' for a misspelt key of a typed config, else ''."""
+    import dataclasses
+    import difflib
+
+    schema, key = getattr(err, "object_type", None), getattr(err, "key", None)
+    if not (dataclasses.is_dataclass(schema) and isinstance(key, str)):
+        return ""
+    names = [f.name for f in dataclasses.fields(schema)]
+    close = difflib.get_close_matches(key, names, n=1)
+    return f" (did you mean {close[0]}?)" if close else f" (valid keys: {', '.join(names)})"
 
 
 def _install_error_reporter() -> None:
@@ -110,7 +123,33 @@ def _hydra_train(cfg: DictConfig) -> float | None:
         sys.exit(1)
 
 
+def _lazy_help_groups() -> None:
+    """Hydra lists every config group for ``--help`` (about 0.5 s) although rnnlab's help template never
+    shows that list; skip it unless the template asks for it (``--hydra-help`` does)."""
+    try:
+        from hydra._internal.hydra import Hydra
+
+        original = Hydra.get_help
+    except (ImportError, AttributeError):  # a Hydra without this private hook: keep its behaviour
+        return
+    if getattr(original, "_rnnlab", False):
+        return
+
+    def get_help(self: Any, help_cfg: Any, cfg: Any, args_parser: Any, resolve: bool) -> str:
+        if "CONFIG_GROUPS" in help_cfg.template:
+            return original(self, help_cfg, cfg, args_parser, resolve)
+        self.format_config_groups = lambda predicate, compact=True: ""
+        try:
+            return original(self, help_cfg, cfg, args_parser, resolve)
+        finally:
+            del self.format_config_groups
+
+    get_help._rnnlab = True  # type: ignore[attr-defined]
+    Hydra.get_help = get_help  # type: ignore[method-assign]
+
+
 def train_main() -> None:
     """``rnnlab-train``: the Hydra app."""
     _install_error_reporter()
+    _lazy_help_groups()
     _hydra_train()

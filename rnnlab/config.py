@@ -8,13 +8,14 @@ imports torch. This module must stay light: ``rnnlab-train --help`` imports it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from rnnlab.errors import ConfigError
 
@@ -261,6 +262,17 @@ def register_configs() -> None:
 
 register_configs()
 
+
+def job_dirname(overrides: str, limit: int = 120) -> str:
+    """A sweep job's directory name from its overrides: no slashes, and never longer than ``limit``."""
+    name = overrides.replace("/", "_")
+    if len(name) > limit:
+        name = f"{name[: limit - 11]}~{hashlib.sha1(overrides.encode()).hexdigest()[:10]}"
+    return name
+
+
+OmegaConf.register_new_resolver("rnnlab_job_dirname", job_dirname, replace=True)
+
 # ------------------------------------------------------------------------------------------ checks
 TASK_DATA = {
     TaskName.classify: DataKind.classification,
@@ -324,7 +336,14 @@ def validate(cfg: DictConfig) -> None:
             f"task={cfg.task.name.value} cannot train on data={cfg.data.name} "
             f"(it yields {cfg.data.kind.value} batches, the task needs {wanted.value})"
         )
+    if cfg.task.name == TaskName.language_model and cfg.model.bidirectional:
+        raise ConfigError(
+            "model.bidirectional=true cannot be used with task=language_model: "
+            "the backward direction would see the characters it has to predict"
+        )
     if cfg.data.kind == DataKind.char_corpus:
+        if OmegaConf.is_missing(cfg.data, "path"):
+            raise ConfigError(f"data.path is required for data={cfg.data.name}: data.path=/path/to/text.txt")
         _positive(cfg, "data.seq_len")
         _fraction(cfg, "data.val_fraction", low_open=True)
         _fraction(cfg, "data.test_fraction", low_open=True)

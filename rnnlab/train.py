@@ -68,7 +68,7 @@ def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
 
     extra = {"padding_idx": datamodule.pad_id} if getattr(datamodule, "pad_id", None) is not None else {}
     spec = NetSpec.from_model_config(cfg.model, len(datamodule.vocab), datamodule.num_outputs, **extra)
-    return task_class(cfg.task.name)(
+    task = task_class(cfg.task.name)(
         spec=spec.to_dict(),
         optimizer=_container(cfg.optimizer),
         task=_container(cfg.task),
@@ -76,19 +76,55 @@ def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
         seed=seed,
         backend=str(getattr(cfg.model.backend, "value", cfg.model.backend)),
     )
+    if is_float64(cfg.trainer.precision):
+        # Convert before Lightning does, and copy the draws again: a float64 run then starts from the exact
+        # float64 arrays (not their float32 roundings), and a resumed checkpoint loads into float64 parameters.
+        from rnnlab.models.init import init_parameters
+
+        task.double()
+        task.net.load_arrays(init_parameters(spec, seed))
+    return task
+
+
+def is_float64(precision: Any) -> bool:
+    return str(precision) in ("64", "64-true", "double")
+
+
+def check_checkpoint_matches(ckpt_path: str, model: Any) -> None:
+    """A checkpoint of another network fails with one line that says what differs."""
+    import torch
+
+    saved = torch.load(Path(ckpt_path).expanduser(), map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise ConfigError(f"ckpt_path: not a Lightning checkpoint: {ckpt_path}")
+    theirs, ours = saved.get("hyper_parameters", {}).get("spec"), model.spec.to_dict()
+    if theirs is not None and theirs != ours:
+        diff = ", ".join(
+            f"{k}={theirs.get(k)} in the checkpoint but {v} here" for k, v in ours.items() if theirs.get(k) != v
+        )
+        raise ConfigError(f"ckpt_path: the checkpoint holds another network ({diff}): {ckpt_path}")
+
+
+def _no_advert(record: Any) -> bool:
+    return "litlogger" not in record.getMessage()  # Lightning's tip to install a cloud logger
 
 
 def _route_lightning_logs() -> None:
     """Under Hydra the root logger already prints to the console and to the run's log file; drop Lightning's
     own console handler so that each message appears once."""
     import logging
+    import warnings
 
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # torch/lightning churn
     if logging.getLogger().handlers:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             named = logging.getLogger(name)
             for handler in list(named.handlers):
                 named.removeHandler(handler)
             named.propagate = True
+        for handler in logging.getLogger().handlers:
+            if _no_advert not in handler.filters:
+                handler.addFilter(_no_advert)
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -98,7 +134,7 @@ def train(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.run_dir)
 
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
     from lightning.pytorch.utilities import rank_zero_only
 
     from rnnlab.data.datamodules import build_datamodule
@@ -110,14 +146,24 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg.data, seed, cfg.paths.cache_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    prompt = cfg.task.get("sample_prompt") or ""
+    unknown = [ch for ch in prompt if ch not in datamodule.vocab.stoi]
+    if unknown:
+        raise ConfigError(f"task.sample_prompt: character {unknown[0]!r} does not occur in data={cfg.data.name}")
     model = build_task(cfg, datamodule, seed)
+    if cfg.ckpt_path is not None:
+        check_checkpoint_matches(cfg.ckpt_path, model)
 
     callbacks = _instantiate_all(cfg.callbacks, "callbacks")
+    if cfg.trainer.enable_progress_bar is False:  # trainer.enable_progress_bar=false wins over the callback
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = _instantiate_all(cfg.logger, "logger")
     trainer_kwargs = _container(cfg.trainer)
+    if trainer_kwargs.get("enable_checkpointing") is None:  # callbacks=none means no checkpoints at all
+        trainer_kwargs["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     try:
         trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False)
-    except (ValueError, TypeError) as err:
+    except Exception as err:  # Lightning's MisconfigurationException, ValueError, TypeError
         raise ConfigError(f"trainer: {str(err).splitlines()[0]}") from err
 
     if rank_zero_only.rank == 0:
@@ -129,15 +175,21 @@ def train(cfg: DictConfig) -> float | None:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    saver = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if saver is not None and saver.save_last and saver.dirpath and not trainer.fast_dev_run and not trainer.interrupted:
+        # ModelCheckpoint refreshes last.ckpt at validations only; a run stopped by max_steps mid-epoch would
+        # otherwise leave it behind the final state.
+        trainer.save_checkpoint(Path(saver.dirpath) / f"{saver.CHECKPOINT_NAME_LAST}{saver.FILE_EXTENSION}")
 
     test_metrics: dict[str, float] = {}
+    best = saver.best_model_path if saver is not None else ""
     if cfg.run_test and not trainer.interrupted:
-        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-        best = checkpoint.best_model_path if checkpoint is not None else ""
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 
     value = metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
+    if saver is not None and saver.monitor == cfg.optimized_metric and saver.best_model_score is not None:
+        value = float(saver.best_model_score)  # the best validation, the one the test split was scored with
     _report(cfg, model, trainer, run_dir, seed, metrics, test_metrics)
     return value
 

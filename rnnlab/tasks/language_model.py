@@ -91,7 +91,7 @@ class LanguageModelTask(RecurrentTask):
         was_training = self.training
         self.eval()
         generator = torch.Generator().manual_seed(seed)
-        context = prompt or "\n"
+        context = prompt or ("\n" if "\n" in self.vocab.stoi else self.vocab.itos[0])
         x = torch.as_tensor(self.vocab.encode(context), device=self.device)[None]
         logits, state = self(x)
         out: list[int] = []

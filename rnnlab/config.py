@@ -303,6 +303,44 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return node
 
 
+NUMPY_PRECISIONS = ("32", "32-true", "64", "64-true")
+
+
+def _check_numpy_trainer(trainer: DictConfig) -> None:
+    """The NumPy backend runs on one CPU process, in float32 or float64."""
+    accelerator = str(trainer.accelerator).lower()
+    if accelerator not in ("auto", "cpu"):
+        raise ConfigError(
+            f"model.backend=numpy runs on the CPU only; trainer.accelerator={accelerator} needs model.backend=torch"
+        )
+    strategy = str(trainer.strategy).lower()
+    if any(name in strategy for name in ("ddp", "fsdp", "deepspeed", "spawn")):
+        raise ConfigError(
+            f"model.backend=numpy runs in one process; trainer.strategy={strategy} needs model.backend=torch"
+        )
+    devices = trainer.devices
+    count = len(devices) if isinstance(devices, list | tuple) else (1 if str(devices) == "auto" else devices)
+    try:
+        count = int(count)
+    except (TypeError, ValueError):
+        count = 2  # a device string such as "0,1"
+    if count > 1:
+        raise ConfigError(f"model.backend=numpy runs in one process; use trainer.devices=1 (got {devices})")
+    if trainer.num_nodes != 1:
+        raise ConfigError(f"model.backend=numpy runs in one process: trainer.num_nodes={trainer.num_nodes} must be 1")
+    if str(trainer.precision) not in NUMPY_PRECISIONS:
+        raise ConfigError(
+            f"model.backend=numpy computes in float32 or float64: trainer.precision must be 32 or 64, "
+            f"got {trainer.precision}"
+        )
+    if trainer.gradient_clip_algorithm not in (None, "norm", "value"):
+        raise ConfigError(
+            f"trainer.gradient_clip_algorithm must be norm or value, got {trainer.gradient_clip_algorithm}"
+        )
+    if trainer.accumulate_grad_batches < 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches must be >= 1, got {trainer.accumulate_grad_batches}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that a schema cannot express. Raises ConfigError (one line)."""
     for key in ("model.hidden_size", "model.num_layers", "data.batch_size"):
@@ -326,9 +364,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.nonlinearity != Nonlinearity.tanh and cfg.model.cell != Cell.rnn:
         raise ConfigError(f"model.nonlinearity applies to model=rnn only, not model={cfg.model.cell.value}")
     if cfg.model.backend == Backend.numpy:
-        raise ConfigError(
-            "model.backend=numpy is not available yet (the NumPy backend is issue #3); use model.backend=torch"
-        )
+        _check_numpy_trainer(cfg.trainer)
 
     wanted = TASK_DATA[cfg.task.name]
     if cfg.data.kind != wanted:

@@ -68,15 +68,24 @@ def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
 
     extra = {"padding_idx": datamodule.pad_id} if getattr(datamodule, "pad_id", None) is not None else {}
     spec = NetSpec.from_model_config(cfg.model, len(datamodule.vocab), datamodule.num_outputs, **extra)
+    backend = str(cfg.model.backend)
+    numpy_extra = {}
+    if backend == "numpy":  # the NumPy task clips and accumulates itself, with the trainer's settings
+        numpy_extra = dict(
+            dtype="float64" if is_float64(cfg.trainer.precision) else "float32",
+            clip={"value": cfg.trainer.gradient_clip_val, "algorithm": cfg.trainer.gradient_clip_algorithm},
+            accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        )
     task = task_class(cfg.task.name)(
         spec=spec.to_dict(),
         optimizer=_container(cfg.optimizer),
         task=_container(cfg.task),
         vocab=datamodule.vocab.itos,
         seed=seed,
-        backend=str(getattr(cfg.model.backend, "value", cfg.model.backend)),
+        backend=backend,
+        **numpy_extra,
     )
-    if is_float64(cfg.trainer.precision):
+    if backend == "torch" and is_float64(cfg.trainer.precision):
         # Convert before Lightning does, and copy the draws again: a float64 run then starts from the exact
         # float64 arrays (not their float32 roundings), and a resumed checkpoint loads into float64 parameters.
         from rnnlab.models.init import init_parameters
@@ -97,7 +106,13 @@ def check_checkpoint_matches(ckpt_path: str, model: Any) -> None:
     saved = torch.load(Path(ckpt_path).expanduser(), map_location="cpu", weights_only=False, mmap=True)
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise ConfigError(f"ckpt_path: not a Lightning checkpoint: {ckpt_path}")
-    theirs, ours = saved.get("hyper_parameters", {}).get("spec"), model.spec.to_dict()
+    hparams = saved.get("hyper_parameters", {})
+    if hparams.get("backend", "torch") != model.backend:
+        raise ConfigError(
+            f"ckpt_path: the checkpoint was written by model.backend={hparams.get('backend', 'torch')}, "
+            f"this run uses model.backend={model.backend}: {ckpt_path}"
+        )
+    theirs, ours = hparams.get("spec"), model.spec.to_dict()
     if theirs is not None and theirs != ours:
         diff = ", ".join(
             f"{k}={theirs.get(k)} in the checkpoint but {v} here" for k, v in ours.items() if theirs.get(k) != v
@@ -159,6 +174,12 @@ def train(cfg: DictConfig) -> float | None:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = _instantiate_all(cfg.logger, "logger")
     trainer_kwargs = _container(cfg.trainer)
+    if cfg.model.backend == "numpy":
+        # Manual optimization: Lightning refuses its own clipping and accumulation (the task does both), and
+        # the arrays live on the CPU whatever devices the machine has.
+        trainer_kwargs.update(gradient_clip_val=None, gradient_clip_algorithm=None, accumulate_grad_batches=1)
+        if trainer_kwargs.get("accelerator") == "auto":
+            trainer_kwargs["accelerator"] = "cpu"
     if trainer_kwargs.get("enable_checkpointing") is None:  # callbacks=none means no checkpoints at all
         trainer_kwargs["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     try:

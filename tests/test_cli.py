@@ -116,7 +116,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
         "no-path": (["data=text_file"], ["data.path"]),
         "missing-checkpoint": ([f"ckpt_path={tmp_path}/nope.ckpt"], ["ckpt_path", f"{tmp_path}/nope.ckpt"]),
         "task-data-mismatch": (["task=classify"], ["task=classify", "data=shakespeare"]),
-        "numpy-backend": (["model.backend=numpy"], ["model.backend=numpy"]),
+        "numpy-backend": (["model.backend=numpy", "trainer.accelerator=gpu"], ["model.backend=numpy", "gpu"]),
         "bad-enum": (["model.backend=nump"], ["model.backend", "nump"]),
         "bidirectional-lm": (["model.bidirectional=true"], ["model.bidirectional"]),
     }

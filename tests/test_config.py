@@ -276,7 +276,10 @@ def test_unknown_group_option(raw_compose, group, options):
         (("task.top_k=0",), ["task.top_k"]),
         (("task=classify",), ["task=classify", "data=shakespeare"]),
         (("task=language_model", "data=synthetic_text"), ["task=language_model", "data=synthetic_text"]),
-        (("model.backend=numpy",), ["model.backend=numpy", "not available"]),
+        (("model.backend=numpy", "trainer.accelerator=gpu"), ["model.backend=numpy", "trainer.accelerator=gpu"]),
+        (("model.backend=numpy", "trainer.strategy=ddp_spawn"), ["model.backend=numpy", "trainer.strategy"]),
+        (("model.backend=numpy", "trainer.devices=2"), ["model.backend=numpy", "trainer.devices"]),
+        (("model.backend=numpy", "trainer.precision=16-mixed"), ["model.backend=numpy", "trainer.precision"]),
         (("model.bidirectional=true",), ["model.bidirectional", "task=language_model"]),
         (("model=lstm", "model.nonlinearity=relu"), ["model.nonlinearity", "model=lstm"]),
         (("model=gru", "model.nonlinearity=relu"), ["model.nonlinearity", "model=gru"]),
@@ -312,6 +315,8 @@ def test_validate_names_the_key(raw_compose, overrides, fragments):
         ("model.bidirectional=true", *CLASSIFY),
         ("task.sample_length=0", "task.top_k=1"),
         (*CLASSIFY, "data.min_len=5", "data.max_len=5", "data.num_classes=8"),
+        ("model.backend=numpy", "trainer.precision=64", "trainer.devices=1", "trainer.accelerator=cpu"),
+        ("model.backend=numpy", "trainer.gradient_clip_algorithm=value", "trainer.accumulate_grad_batches=3"),
     ],
 )
 def test_validate_accepts_boundary_values(raw_compose, overrides):

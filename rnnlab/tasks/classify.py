@@ -26,13 +26,34 @@ class ClassifyTask(RecurrentTask):
         )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.is_numpy:
+            _, final, _ = self.net.forward(x.cpu().numpy(), lengths.cpu().numpy(), train=False)
+            logits, _ = self.net.head_forward(self.net.last_hidden(final))
+            return torch.from_numpy(logits)
         _, final = self.net(x, lengths)
         return self.net.head(self.net.last_hidden(final))
 
+    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
+        from rnnlab.models.numpy.losses import cross_entropy
+
+        x, lengths, y = (t.cpu().numpy() for t in batch)
+        net = self.net
+        _, final, cache = net.forward(x, lengths, train=True)
+        logits, head_cache = net.head_forward(net.last_hidden(final))
+        loss, dlogits = cross_entropy(logits, y)
+        if scale != 1.0:
+            dlogits *= scale
+        d_features = net.head_backward(dlogits, head_cache)
+        net.backward(None, net.last_hidden_backward(d_features), cache)
+        return loss, torch.from_numpy(logits)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, lengths, y = batch
-        logits = self(x, lengths)
-        loss = F.cross_entropy(logits, y)
+        if self.is_numpy:
+            loss, logits = self.numpy_training_step(batch, batch_idx)
+        else:
+            logits = self(x, lengths)
+            loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(-1) == y).float().mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         self.log("train/acc", acc, batch_size=len(y))

@@ -1,0 +1,255 @@
+"""Recurrent layers x directions, as torch.nn.RNN / LSTM / GRU with ``num_layers`` and ``bidirectional``.
+
+    x^(0) = input
+    out^(l) = [forward_l(x^(l)) ; reverse_l(x^(l))]           (concatenated on the feature axis)
+    x^(l+1) = dropout(out^(l))                                 (training only, not after the last layer)
+    h_n[l * D + d] = final state of layer l, direction d       (D = 2 if bidirectional else 1; c_n likewise)
+
+Dropout is inverted dropout as in torch: each element is kept with probability 1 - p and then scaled by
+1 / (1 - p). The masks are drawn from the stack's ``numpy.random.Generator`` and kept in the cache
+(``StackCache.layers[l].mask``, the mask applied to layer l's output).
+
+The input side of each direction is one GEMM over all steps. The layer input is stored with an extra column of
+ones, x̃ = [x, 1], so that the biases ride in the GEMM:
+
+    Xp = x̃ [T*B, I+1] @ [s ⊙ W_ih | s ⊙ (b_ih + folded b_hh)]^T         (s: the cell's gate scale, see lstm.py)
+    [dW_ih | db_ih] = dA^T x̃,    dx = dA W_ih                           (one GEMM each)
+
+With one-hot inputs (no embedding) the first layer's input side is instead a row gather of that matrix's
+transpose and its weight gradient a scatter-add: no one-hot matrix is ever built. The cells (rnn.py, lstm.py,
+gru.py) run the recurrences and the hidden side (W_hh, b_hh). Everything is time-major, [T, B, ...].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnnlab.models.numpy import gru, lstm, memory, rnn
+from rnnlab.models.numpy.layers import column_sum, one_hot_projection_backward
+
+CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
+
+
+@dataclass
+class LayerCache:
+    x: np.ndarray  # the layer's input: [T, B, I + 1] floats with a column of ones, or [T, B] token ids
+    W_ih: list[np.ndarray]  # [G * H, I] per direction, as in the parameters (for dx)
+    cells: list[Any]  # one cell cache per direction
+    mask: np.ndarray | None  # dropout mask applied to this layer's output, [T, B, D * H]
+
+
+@dataclass
+class StackCache:
+    layers: list[LayerCache]
+    batch_sizes: np.ndarray | None
+
+
+def with_ones_column(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """x̃ = [x, 1]: [T, B, I] -> [T, B, I + 1] of ``dtype``, so that a bias rides in the GEMM."""
+    out = memory.empty((*x.shape[:-1], x.shape[-1] + 1), dtype)
+    out[..., :-1] = x
+    out[..., -1] = 1
+    return out
+
+
+class RecurrentStack:
+    """``num_layers`` x ``num_directions`` cells over parameters held in a dict under torch's names.
+
+    ``params`` and ``grads`` are the network's dicts (looked up at every call, so arrays may be replaced);
+    names are ``{prefix}weight_ih_l{k}[_reverse]`` etc. as in nn.RNN/LSTM/GRU.
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        hidden_size: int,
+        num_layers: int,
+        bidirectional: bool,
+        params: dict[str, np.ndarray],
+        grads: dict[str, np.ndarray],
+        rng: np.random.Generator,
+        dropout: float = 0.0,
+        nonlinearity: str = "tanh",
+        prefix: str = "rnn.",
+    ):
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.cell_name = cell
+        self.cell = CELLS[cell]
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_directions = 2 if bidirectional else 1
+        self.params = params
+        self.grads = grads
+        self.rng = rng
+        self.dropout = dropout
+        self.nonlinearity = nonlinearity
+        self.prefix = prefix
+
+    def names(self, layer: int, direction: int) -> tuple[str, str, str, str]:
+        sfx = f"l{layer}" + ("_reverse" if direction else "")
+        p = self.prefix
+        return f"{p}weight_ih_{sfx}", f"{p}weight_hh_{sfx}", f"{p}bias_ih_{sfx}", f"{p}bias_hh_{sfx}"
+
+    def input_matrix(self, layer: int, direction: int) -> np.ndarray:
+        """[s ⊙ W_ih | s ⊙ (b_ih + folded b_hh)], [G*H, I + 1]: the input side as one matrix (see above)."""
+        n_ih, _, n_bih, n_bhh = self.names(layer, direction)
+        W_ih = self.params[n_ih]
+        s = self.cell.gate_scale(self.hidden_size, W_ih.dtype)
+        M = memory.empty((W_ih.shape[0], W_ih.shape[1] + 1), W_ih.dtype)
+        np.multiply(s[:, None], W_ih, out=M[:, :-1])
+        np.multiply(s, self.cell.fold_bias(self.params[n_bih], self.params[n_bhh]), out=M[:, -1])
+        return M
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def forward(
+        self,
+        inputs: np.ndarray,
+        h0: np.ndarray | None = None,
+        c0: np.ndarray | None = None,
+        batch_sizes: np.ndarray | None = None,
+        train: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, StackCache]:
+        """inputs [T, B, I] (floats) or [T, B] (token ids, one-hot); h0, c0 [L * D, B, H] or None (zeros).
+
+        Returns out [T, B, D * H] (zero at padded steps), h_n, c_n (None unless LSTM) and the cache.
+        """
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        GH = self.cell.GATES * H
+        T, B = inputs.shape[:2]
+        dtype = self.params[self.names(0, 0)[1]].dtype
+        is_lstm = self.cell_name == "lstm"
+        zeros = memory.zeros((B, H), dtype)
+        h_n = np.empty((L * D, B, H), dtype=dtype)
+        c_n = np.empty((L * D, B, H), dtype=dtype) if is_lstm else None
+        x = inputs if np.issubdtype(inputs.dtype, np.integer) else with_ones_column(inputs, dtype)
+        layers: list[LayerCache] = []
+        out = x
+        for layer in range(L):
+            outs, cells, W_ihs = [], [], []
+            for d in range(D):
+                k = layer * D + d
+                _, n_hh, _, n_bhh = self.names(layer, d)
+                W_hh, b_hh = self.params[n_hh], self.params[n_bhh]
+                M = self.input_matrix(layer, d)
+                Xp = memory.empty((T, B, GH), dtype)
+                if np.issubdtype(x.dtype, np.integer):  # one-hot: one_hot(x) W^T + b = (W^T + b)[x]
+                    table = memory.copy(M[:, :-1].T)
+                    table += M[:, -1]
+                    np.take(table, x, axis=0, out=Xp)
+                else:
+                    np.matmul(x.reshape(T * B, -1), M.T, out=Xp.reshape(T * B, GH))
+                h0_k = zeros if h0 is None else h0[k]
+                reverse = d == 1
+                if is_lstm:
+                    c0_k = zeros if c0 is None else c0[k]
+                    S, C, cc = lstm.forward(Xp, h0_k, c0_k, W_hh, batch_sizes, reverse)
+                    c_n[k] = C[0 if reverse else T]
+                elif self.cell_name == "gru":
+                    S, cc = gru.forward(Xp, h0_k, W_hh, b_hh, batch_sizes, reverse)
+                else:
+                    S, cc = rnn.forward(Xp, h0_k, W_hh, b_hh, batch_sizes, reverse, self.nonlinearity)
+                h_n[k] = S[0 if reverse else T]
+                outs.append(S[:T] if reverse else S[1:])
+                cells.append(cc)
+                W_ihs.append(self.params[self.names(layer, d)[0]])
+            mask = None
+            if layer == L - 1:
+                out = self._top_output(outs, batch_sizes)
+            else:  # the next layer's x̃, written in place: [out * mask, 1]
+                out = memory.empty((T, B, D * H + 1), dtype)
+                out[..., -1] = 1
+                for d in range(D):
+                    out[..., d * H : (d + 1) * H] = outs[d]
+                if batch_sizes is not None:
+                    for t, b in enumerate(batch_sizes):
+                        out[t, b:, :-1] = 0
+                if train and self.dropout > 0:
+                    mask = self.rng.random(dtype=dtype, out=memory.empty((T, B, D * H), dtype))
+                    keep = mask >= self.dropout
+                    np.multiply(keep, np.asarray(1.0 / (1.0 - self.dropout), dtype=dtype), out=mask)
+                    out[..., :-1] *= mask
+            layers.append(LayerCache(x, W_ihs, cells, mask))
+            x = out
+        return out, h_n, c_n, StackCache(layers, batch_sizes)
+
+    @staticmethod
+    def _top_output(outs: list[np.ndarray], batch_sizes: np.ndarray | None) -> np.ndarray:
+        """[forward ; reverse] on the feature axis, zero where a sequence has ended (as pad_packed_sequence)."""
+        if len(outs) == 1 and batch_sizes is None:
+            return outs[0]  # a view of the states: no copy
+        T, B, H = outs[0].shape
+        out = memory.empty((T, B, len(outs) * H), outs[0].dtype)
+        for d, o in enumerate(outs):
+            out[..., d * H : (d + 1) * H] = o
+        if batch_sizes is not None:
+            for t, b in enumerate(batch_sizes):
+                out[t, b:] = 0
+        return out
+
+    # ----------------------------------------------------------------------------------------------- backward
+    def backward(
+        self,
+        d_out: np.ndarray | None,
+        dh_n: np.ndarray | None,
+        dc_n: np.ndarray | None,
+        cache: StackCache,
+        need_dx: bool = True,
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """d_out [T, B, D * H] (or None), dh_n, dc_n [L * D, B, H] (or None) -> dx, dh0, dc0.
+
+        Accumulates every recurrent parameter's gradient into ``grads``. dx is the gradient of the float inputs
+        [T, B, I] (None for token inputs or without ``need_dx``); dc0 is None unless LSTM. The cache serves
+        one backward.
+        """
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        GH = self.cell.GATES * H
+        T, B = cache.layers[0].x.shape[:2]
+        dtype = self.params[self.names(0, 0)[1]].dtype
+        is_lstm = self.cell_name == "lstm"
+        dh0 = np.empty((L * D, B, H), dtype=dtype)
+        dc0 = np.empty((L * D, B, H), dtype=dtype) if is_lstm else None
+        d_y = d_out  # gradient of the current layer's output
+        dx = None
+        for layer in range(L - 1, -1, -1):
+            lc = cache.layers[layer]
+            one_hot = np.issubdtype(lc.x.dtype, np.integer)
+            want_dx = layer > 0 or (need_dx and not one_hot)
+            dx = None
+            for d in range(D):
+                k = layer * D + d
+                n_ih, n_hh, n_bih, n_bhh = self.names(layer, d)
+                dW_hh, db_hh = self.grads[n_hh], None if self.cell.BIASES_SUMMED else self.grads[n_bhh]
+                d_y_d = None if d_y is None else (d_y if D == 1 else d_y[..., d * H : (d + 1) * H])
+                dh_n_k = None if dh_n is None else dh_n[k]
+                if is_lstm:
+                    dc_n_k = None if dc_n is None else dc_n[k]
+                    dA, dh0[k], dc0[k] = lstm.backward(d_y_d, dh_n_k, dc_n_k, lc.cells[d], dW_hh, db_hh)
+                else:
+                    dA, dh0[k] = self.cell.backward(d_y_d, dh_n_k, lc.cells[d], dW_hh, db_hh)
+                # the input side: [dW_ih | db_ih] = dA^T x̃, dx = dA W_ih
+                dA2 = dA.reshape(T * B, GH)
+                if one_hot:
+                    self.grads[n_ih] += one_hot_projection_backward(dA2, lc.x, lc.W_ih[d].shape[1]).T
+                    db = column_sum(dA2)
+                else:
+                    dM = np.matmul(dA2.T, lc.x.reshape(T * B, -1), out=memory.empty((GH, lc.x.shape[-1]), dtype))
+                    self.grads[n_ih] += dM[:, :-1]
+                    db = dM[:, -1]
+                self.grads[n_bih] += db
+                if self.cell.BIASES_SUMMED:
+                    self.grads[n_bhh] += db
+                if want_dx:
+                    dx_d = np.matmul(dA2, lc.W_ih[d], out=memory.empty((T * B, lc.W_ih[d].shape[1]), dtype))
+                    dx_d = dx_d.reshape(T, B, -1)
+                    dx = dx_d if dx is None else np.add(dx, dx_d, out=dx)
+            if layer > 0:
+                if cache.layers[layer - 1].mask is not None:
+                    dx *= cache.layers[layer - 1].mask
+                d_y = dx
+        return dx, dh0, dc0

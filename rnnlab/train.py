@@ -180,6 +180,10 @@ def train(cfg: DictConfig) -> float | None:
         trainer_kwargs.update(gradient_clip_val=None, gradient_clip_algorithm=None, accumulate_grad_batches=1)
         if trainer_kwargs.get("accelerator") == "auto":
             trainer_kwargs["accelerator"] = "cpu"
+        if trainer_kwargs.get("enable_model_summary") is not False:
+            # Lightning's summary counts torch parameters only (none here): say what the NumPy network holds
+            trainer_kwargs["enable_model_summary"] = False
+            _log_numpy_summary(model.net)
     if trainer_kwargs.get("enable_checkpointing") is None:  # callbacks=none means no checkpoints at all
         trainer_kwargs["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     try:
@@ -213,6 +217,19 @@ def train(cfg: DictConfig) -> float | None:
         value = float(saver.best_model_score)  # the best validation, the one the test split was scored with
     _report(cfg, model, trainer, run_dir, seed, metrics, test_metrics)
     return value
+
+
+def _log_numpy_summary(net: Any) -> None:
+    import logging
+
+    sizes = {name: int(p.size) for name, p in net.params.items()}
+    parts = {}
+    for name, size in sizes.items():
+        parts[name.split(".", 1)[0]] = parts.get(name.split(".", 1)[0], 0) + size
+    detail = ", ".join(f"{part} {n:,}" for part, n in parts.items())
+    logging.getLogger("rnnlab").info(
+        "NumPy network (%s, %s): %s parameters (%s)", net.spec.cell, net.dtype, f"{sum(sizes.values()):,}", detail
+    )
 
 
 def _report(

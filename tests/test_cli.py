@@ -177,6 +177,28 @@ def test_issue_example(tmp_path):
     assert "val/acc=" in result.stdout or "test/acc=" in result.stdout
 
 
+def test_issue_example_on_the_numpy_backend(tmp_path):
+    """The same command with model.backend=numpy: the same loop, logs, timing and checkpoints as torch."""
+    result = run_cli(*ISSUE_EXAMPLE, *SHRINK, "model.backend=numpy", "trainer.log_every_n_steps=1",
+                     f"paths.output_dir={tmp_path}/out", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "== rnnlab: classify | gru (numpy) | data=synthetic_text | seed=3 ==" in result.stdout
+    run_dir = printed_run_dir(result.stdout, tmp_path)
+    assert run_dir.name.endswith("_classify_gru_numpy")
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    assert metrics["train/loss"].notna().sum() == 5  # one per step (log_every_n_steps=1)
+    assert (metrics["time/step_ms"].dropna() > 0).all()
+    assert metrics["time/step_ms"].notna().sum() == 5
+    assert metrics["test/acc"].notna().sum() == 1
+    assert "lr-SGD" in metrics.columns
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 5
+    assert ckpt["hyper_parameters"]["backend"] == "numpy"
+    params = ckpt["numpy_backend"]["params"]
+    assert params["rnn.weight_hh_l1_reverse"].shape == (3 * 8, 8)
+    assert ckpt["optimizer_states"][0]["numpy"]["optimizer"] == "SGD"
+
+
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("lm-cli")

@@ -81,6 +81,20 @@ class NumpyOptimizer(torch.optim.Optimizer):
         self.param_groups[0]["lr"] = state_dict["lr"]
 
 
+_NAMED_NUMPY_OPTIMIZERS: dict[str, type[NumpyOptimizer]] = {}
+
+
+def named_numpy_optimizer(numpy_optimizer: Any, grads: dict[str, Any]) -> NumpyOptimizer:
+    """A NumpyOptimizer whose class is named like the torch optimizer it mirrors ("SGD", "Adam", "Adagrad"), so
+    that LearningRateMonitor logs the same tag (``lr-Adam``, ...) for both backends."""
+    name = type(numpy_optimizer).__name__
+    cls = _NAMED_NUMPY_OPTIMIZERS.get(name)
+    if cls is None:
+        cls = type(name, (NumpyOptimizer,), {"__module__": __name__, "__qualname__": f"NumpyOptimizer.{name}"})
+        _NAMED_NUMPY_OPTIMIZERS[name] = cls
+    return cls(numpy_optimizer, grads)
+
+
 class RecurrentTask(L.LightningModule):
     """Base LightningModule. Its hyperparameters (spec, optimizer, task options, vocabulary, seed, backend,
     dtype, clipping) go into every checkpoint, so ``load_from_checkpoint`` rebuilds the model with no other input.
@@ -120,7 +134,7 @@ class RecurrentTask(L.LightningModule):
         if self.is_numpy:
             from rnnlab.models.numpy.optim import build_optimizer as build_numpy_optimizer
 
-            return NumpyOptimizer(build_numpy_optimizer(self.net.params, self.hparams.optimizer), self.net.grads)
+            return named_numpy_optimizer(build_numpy_optimizer(self.net.params, self.hparams.optimizer), self.net.grads)
         return build_optimizer(self.parameters(), self.hparams.optimizer)
 
     def numpy_training_step(self, batch: Any, batch_idx: int) -> tuple[torch.Tensor, Any]:

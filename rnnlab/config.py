@@ -43,6 +43,10 @@ class Nonlinearity(_Choice):
 class TaskName(_Choice):
     classify = "classify"
     language_model = "language_model"
+    forecast = "forecast"
+    tag = "tag"
+    regress = "regress"
+    seq2seq = "seq2seq"
 
 
 class DataKind(_Choice):
@@ -50,6 +54,10 @@ class DataKind(_Choice):
 
     classification = "classification"  # (token ids, length, label)
     char_corpus = "char_corpus"  # windows of a character stream
+    forecast = "forecast"  # (window of float features [T, F], future targets [horizon, targets])
+    tagging = "tagging"  # (token ids, length, one label per token)
+    regression = "regression"  # (float features [T, F], one float target)
+    seq2seq = "seq2seq"  # (source ids, source length, target ids, target length)
 
 
 class OptimizerName(_Choice):
@@ -277,6 +285,10 @@ OmegaConf.register_new_resolver("rnnlab_job_dirname", job_dirname, replace=True)
 TASK_DATA = {
     TaskName.classify: DataKind.classification,
     TaskName.language_model: DataKind.char_corpus,
+    TaskName.forecast: DataKind.forecast,
+    TaskName.tag: DataKind.tagging,
+    TaskName.regress: DataKind.regression,
+    TaskName.seq2seq: DataKind.seq2seq,
 }
 
 

@@ -184,6 +184,8 @@ def train(cfg: DictConfig) -> float | None:
             # Lightning's summary counts torch parameters only (none here): say what the NumPy network holds
             trainer_kwargs["enable_model_summary"] = False
             _log_numpy_summary(model.net)
+    if trainer_kwargs.get("default_root_dir") is None:  # figures (rnnlab.plots) go under the run directory
+        trainer_kwargs["default_root_dir"] = str(run_dir)
     if trainer_kwargs.get("enable_checkpointing") is None:  # callbacks=none means no checkpoints at all
         trainer_kwargs["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     try:

@@ -289,6 +289,7 @@ def test_checkpoint_carries_vocab_and_spec(short_run, shakespeare):
         "dropout": 0.0,
         "nonlinearity": "tanh",
         "padding_idx": None,
+        "input_features": 0,
     }
     assert hp["optimizer"]["name"] == "adam"
     assert hp["seed"] == 42

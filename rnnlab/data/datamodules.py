@@ -212,21 +212,21 @@ class CharCorpusDataModule(_Loaders):
         }
 
 
-def build_datamodule(data_cfg: Any, seed: int, cache_dir: str | None) -> _Loaders:
-    common = dict(
-        batch_size=data_cfg.batch_size, num_workers=data_cfg.num_workers, pin_memory=data_cfg.pin_memory, seed=seed
+def build_synthetic_text(data_cfg: Any, seed: int, cache_dir: str | None, **common: Any) -> SyntheticTextDataModule:
+    return SyntheticTextDataModule(
+        num_samples=data_cfg.num_samples,
+        min_len=data_cfg.min_len,
+        max_len=data_cfg.max_len,
+        num_classes=data_cfg.num_classes,
+        generator_seed=data_cfg.generator_seed,
+        test_fraction=data_cfg.test_fraction,
+        val_fraction=data_cfg.val_fraction,
+        seed=seed,
+        **common,
     )
-    if data_cfg.kind == "classification":
-        return SyntheticTextDataModule(
-            num_samples=data_cfg.num_samples,
-            min_len=data_cfg.min_len,
-            max_len=data_cfg.max_len,
-            num_classes=data_cfg.num_classes,
-            generator_seed=data_cfg.generator_seed,
-            test_fraction=data_cfg.test_fraction,
-            val_fraction=data_cfg.val_fraction,
-            **common,
-        )
+
+
+def build_char_corpus(data_cfg: Any, seed: int, cache_dir: str | None, **common: Any) -> CharCorpusDataModule:
     return CharCorpusDataModule(
         name=data_cfg.name,
         path=data_cfg.path,
@@ -234,5 +234,26 @@ def build_datamodule(data_cfg: Any, seed: int, cache_dir: str | None) -> _Loader
         val_fraction=data_cfg.val_fraction,
         test_fraction=data_cfg.test_fraction,
         cache_dir=cache_dir,
+        seed=seed,
         **common,
     )
+
+
+# ``data.name`` -> "module:function" taking (data_cfg, seed, cache_dir, batch_size=, num_workers=, pin_memory=)
+DATA: dict[str, str] = {
+    "synthetic_text": "rnnlab.data.datamodules:build_synthetic_text",
+    "shakespeare": "rnnlab.data.datamodules:build_char_corpus",
+    "text_file": "rnnlab.data.datamodules:build_char_corpus",
+}
+
+
+def build_datamodule(data_cfg: Any, seed: int, cache_dir: str | None) -> L.LightningDataModule:
+    """The data module of ``data.name`` (see ``DATA``), imported only when used."""
+    import importlib
+
+    target = DATA.get(str(data_cfg.name))
+    if target is None:
+        raise DataError(f"data={data_cfg.name}: no data module is registered under that name")
+    module, _, attr = target.partition(":")
+    common = dict(batch_size=data_cfg.batch_size, num_workers=data_cfg.num_workers, pin_memory=data_cfg.pin_memory)
+    return getattr(importlib.import_module(module), attr)(data_cfg, seed, cache_dir, **common)

@@ -2,7 +2,7 @@
 
 A NumPy generator seeded from ``seed`` draws every parameter in torch's layout and names, in a fixed order:
 
-    embedding.weight                         N(0, 1)                  (torch's nn.Embedding default)
+    embedding.weight                         N(0, 1)                  (torch's nn.Embedding; token inputs only)
     rnn.weight_ih_l{k}[_reverse]             U(-1/sqrt(H), 1/sqrt(H)) (torch's nn.RNN/LSTM/GRU default)
     rnn.weight_hh_l{k}[_reverse]             U(-1/sqrt(H), 1/sqrt(H))
     rnn.bias_ih_l{k}[_reverse]               U(-1/sqrt(H), 1/sqrt(H))
@@ -43,7 +43,7 @@ def init_parameters(spec: NetSpec, seed: int) -> dict[str, np.ndarray]:
     """Every parameter of the network described by ``spec``, as float64 arrays keyed by torch's names."""
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
-    if spec.embed_dim > 0:
+    if spec.has_embedding:
         emb = rng.standard_normal((spec.vocab_size, spec.embed_dim))
         if spec.padding_idx is not None:
             emb[spec.padding_idx] = 0.0

@@ -22,6 +22,7 @@ class NetSpec:
     dropout: float = 0.0
     nonlinearity: str = "tanh"
     padding_idx: int | None = None  # classification pads with this token id
+    input_features: int = 0  # > 0: float inputs [B, T, input_features] (time series), no embedding
 
     @property
     def num_directions(self) -> int:
@@ -29,7 +30,13 @@ class NetSpec:
 
     @property
     def input_size(self) -> int:
+        if self.input_features > 0:
+            return self.input_features
         return self.embed_dim if self.embed_dim > 0 else self.vocab_size
+
+    @property
+    def has_embedding(self) -> bool:
+        return self.input_features == 0 and self.embed_dim > 0
 
     @property
     def features(self) -> int:

@@ -1,17 +1,22 @@
-"""One LightningModule per task, written once for every backend."""
+"""One LightningModule per task, written once for every backend.
+
+``TASKS`` maps ``task.name`` to "module:Class"; the module is imported only when the task is used.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
+
+TASKS: dict[str, str] = {
+    "classify": "rnnlab.tasks.classify:ClassifyTask",
+    "language_model": "rnnlab.tasks.language_model:LanguageModelTask",
+}
 
 
 def task_class(name: str) -> Any:
-    if name == "classify":
-        from rnnlab.tasks.classify import ClassifyTask
-
-        return ClassifyTask
-    if name == "language_model":
-        from rnnlab.tasks.language_model import LanguageModelTask
-
-        return LanguageModelTask
-    raise ValueError(f"unknown task {name!r}")
+    target = TASKS.get(str(name))
+    if target is None:
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -140,7 +140,10 @@ class NumpyRecurrentNet:
 
         With ``lengths`` [B], sequence b only sees its first lengths[b] tokens, in both directions, and its
         final state is taken at its own last step (torch's packed sequences). ``train`` enables dropout.
+        A network of float features (``spec.input_features`` > 0) takes x [B, T, F] (see ``forward_features``).
         """
+        if self.spec.input_features > 0:
+            return self.forward_features(np.asarray(x, dtype=self._dtype), lengths, state, train)
         ids = np.asarray(x)
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"x must be [B, T] integer token ids, got {ids.dtype} {ids.shape}")
@@ -148,7 +151,7 @@ class NumpyRecurrentNet:
         order, inverse, batch_sizes = self._packing(lengths, B, T)
         ids_tm = (ids if order is None else ids[order]).T  # [T, B]
         # [T, B, E] embeddings, or the ids themselves: the stack gathers one-hot inputs' projections
-        inputs = embedding_forward(self.params["embedding.weight"], ids_tm) if self.spec.embed_dim > 0 else ids_tm
+        inputs = embedding_forward(self.params["embedding.weight"], ids_tm) if self.spec.has_embedding else ids_tm
         return self._run(inputs, ids_tm, order, inverse, batch_sizes, state, train)
 
     def forward_features(
@@ -303,6 +306,8 @@ class NumpyRecurrentNet:
         """
         if self.spec.bidirectional:
             raise ValueError("step() runs forward in time only; a bidirectional network needs the whole sequence")
+        if self.spec.input_features > 0:
+            raise ValueError("step() takes a token id; a network of float features runs forward() instead")
         if self._plan is None or state is None:
             self._plan = self._build_plan()
         plan = self._plan
@@ -378,7 +383,7 @@ class NumpyRecurrentNet:
             b = s * cell.fold_bias(p[f"rnn.bias_ih_{sfx}"], p[f"rnn.bias_hh_{sfx}"])
             W_ih_sT = memory.copy((s[:, None] * W_ih).T)
             if layer == 0:
-                table = memory.copy(p["embedding.weight"] @ W_ih_sT if spec.embed_dim > 0 else W_ih_sT)
+                table = memory.copy(p["embedding.weight"] @ W_ih_sT if spec.has_embedding else W_ih_sT)
                 table += b
             W_ihT.append(W_ih_sT)
             bias.append(memory.copy(b))

@@ -20,7 +20,7 @@ class TorchRecurrentNet(nn.Module):
         super().__init__()
         self.spec = spec
         self.embedding = (
-            nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=spec.padding_idx) if spec.embed_dim > 0 else None
+            nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=spec.padding_idx) if spec.has_embedding else None
         )
         kwargs = dict(
             input_size=spec.input_size,
@@ -53,6 +53,9 @@ class TorchRecurrentNet(nn.Module):
         self.rnn.flatten_parameters()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, T] -> embeddings or one-hot vectors; float features [B, T, F] pass through."""
+        if self.spec.input_features > 0:
+            return x.to(self.head.weight.dtype)
         if self.embedding is not None:
             return self.embedding(x)
         return nn.functional.one_hot(x, self.spec.vocab_size).to(self.head.weight.dtype)

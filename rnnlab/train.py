@@ -66,7 +66,11 @@ def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
     from rnnlab.models.spec import NetSpec
     from rnnlab.tasks import task_class
 
-    extra = {"padding_idx": datamodule.pad_id} if getattr(datamodule, "pad_id", None) is not None else {}
+    extra: dict[str, Any] = {}
+    if getattr(datamodule, "pad_id", None) is not None:
+        extra["padding_idx"] = datamodule.pad_id
+    if getattr(datamodule, "input_features", 0):  # float inputs [B, T, F] instead of token ids
+        extra["input_features"] = int(datamodule.input_features)
     spec = NetSpec.from_model_config(cfg.model, len(datamodule.vocab), datamodule.num_outputs, **extra)
     backend = str(cfg.model.backend)
     numpy_extra = {}
@@ -113,6 +117,11 @@ def check_checkpoint_matches(ckpt_path: str, model: Any) -> None:
             f"this run uses model.backend={model.backend}: {ckpt_path}"
         )
     theirs, ours = hparams.get("spec"), model.spec.to_dict()
+    if theirs is not None:  # keys added to NetSpec since the checkpoint was written take their defaults
+        import dataclasses
+
+        defaults = {f.name: f.default for f in dataclasses.fields(model.spec) if f.default is not dataclasses.MISSING}
+        theirs = {**defaults, **theirs}
     if theirs is not None and theirs != ours:
         diff = ", ".join(
             f"{k}={theirs.get(k)} in the checkpoint but {v} here" for k, v in ours.items() if theirs.get(k) != v

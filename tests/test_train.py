@@ -39,7 +39,8 @@ MATRIX = [
 ]
 TRAIN_KEYS = {"time/step_ms", "throughput/samples_per_s", "throughput/tokens_per_s", "time/epoch_s"}
 EXPECTED = {
-    "classify": ({"train/loss", "train/acc", "val/loss", "val/acc", "val/f1"}, {"test/loss", "test/acc", "test/f1"}),
+    "classify": ({"train/loss", "train/acc", "val/loss", "val/acc", "val/f1", "val/auroc"},
+                 {"test/loss", "test/acc", "test/f1", "test/auroc"}),  # two classes: ROC AUC too
     "language_model": ({"train/loss", "train/bpc", "val/loss", "val/bpc", "val/ppl"},
                        {"test/loss", "test/bpc", "test/ppl"}),
 }  # fmt: skip

@@ -244,6 +244,11 @@ DATA: dict[str, str] = {
     "synthetic_text": "rnnlab.data.datamodules:build_synthetic_text",
     "shakespeare": "rnnlab.data.datamodules:build_char_corpus",
     "text_file": "rnnlab.data.datamodules:build_char_corpus",
+    "adding": "rnnlab.data.sequences:build_adding",
+    "imdb": "rnnlab.data.reviews:build_reviews",
+    "copy": "rnnlab.data.tagging:build_copy",
+    "ner_synth": "rnnlab.data.tagging:build_ner",
+    "rt_sentences": "rnnlab.data.reviews:build_reviews",
 }
 
 

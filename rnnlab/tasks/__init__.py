@@ -11,6 +11,8 @@ from typing import Any
 TASKS: dict[str, str] = {
     "classify": "rnnlab.tasks.classify:ClassifyTask",
     "language_model": "rnnlab.tasks.language_model:LanguageModelTask",
+    "regress": "rnnlab.tasks.regress:RegressTask",
+    "tag": "rnnlab.tasks.tag:TagTask",
 }
 
 

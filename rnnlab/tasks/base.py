@@ -176,6 +176,14 @@ class RecurrentTask(L.LightningModule):
             self.net.load_state_dict(tensors_to_arrays(checkpoint["numpy_backend"]))
 
     @staticmethod
+    def analysis_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(inputs [B, T, ...], lengths [B] or None) of a batch, for rnnlab.analysis. The default reads
+        (inputs, lengths, targets) batches and (inputs, targets) batches; tasks with other layouts override it."""
+        if len(batch) == 3 and batch[1].ndim == 1 and not batch[1].is_floating_point():
+            return batch[0], batch[1]
+        return batch[0], None
+
+    @staticmethod
     def batch_size_of(batch: Any) -> int:
         return int(batch[0].shape[0])
 

@@ -6,13 +6,16 @@ from typing import Any
 
 import torch
 from torch.nn import functional as F
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from rnnlab.tasks.base import RecurrentTask
 
 
 class ClassifyTask(RecurrentTask):
-    """Logs train/loss, train/acc and, per epoch, {val,test}/loss, {val,test}/acc, {val,test}/f1 (macro)."""
+    """Logs train/loss, train/acc and, per epoch, {val,test}/loss, {val,test}/acc, {val,test}/f1 (macro) and, for
+    two classes, {val,test}/auroc (ROC AUC of the class-1 probability). After every validation a confusion-matrix
+    image (``val/confusion_matrix``; rows: true class, columns: predicted) goes to TensorBoard and the run's
+    figures."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -24,6 +27,9 @@ class ClassifyTask(RecurrentTask):
                 for name, metric, avg in (("acc", MulticlassAccuracy, "micro"), ("f1", MulticlassF1Score, "macro"))
             }
         )
+        if c == 2:
+            self.metrics.update({f"{stage}_auroc": BinaryAUROC() for stage in ("val", "test")})
+        self.confusion = MulticlassConfusionMatrix(num_classes=c)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.is_numpy:
@@ -68,9 +74,49 @@ class ClassifyTask(RecurrentTask):
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(logits, y)
             self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "acc" and stage == "val")
+        if f"{stage}_auroc" in self.metrics:
+            auroc = self.metrics[f"{stage}_auroc"]
+            auroc.update(torch.softmax(logits.double(), dim=-1)[:, 1], y)
+            self.log(f"{stage}/auroc", auroc, on_epoch=True)
+        if stage == "val":
+            self.confusion.update(logits.argmax(-1), y)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        matrix = self.confusion.compute().cpu().numpy()
+        self.confusion.reset()
+        if self.trainer is not None and not self.trainer.sanity_checking:
+            from rnnlab.plots import log_figure
+
+            names = getattr(self.trainer.datamodule, "class_names", None) or [str(i) for i in range(len(matrix))]
+            log_figure(self, "val/confusion_matrix", plot_confusion(matrix, names, f"step {self.global_step}"))
+
+
+def plot_confusion(matrix: Any, names: list[str], title: str) -> Any:
+    """Counts with the row-normalised share as colour; rows are the true classes, columns the predictions."""
+    import numpy as np
+
+    from rnnlab.plots import new_figure
+
+    counts = np.asarray(matrix)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 2.5 + 0.45 * len(names)
+    fig = new_figure(size + 1.0, size)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black", fontsize=9)  # fmt: skip
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix, {title}")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return fig

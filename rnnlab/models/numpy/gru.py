@@ -110,11 +110,15 @@ def backward(
     cache: GRUCache,
     dW_hh: np.ndarray,
     db_hh: np.ndarray,
+    dh_norms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """d_out [T, B, H] (or None), dh_n [B, H] (or None) -> dA, dh0 [B, H].
 
     dA [T, B, 3H] is the gradient of the input-side pre-activations W_ih x_t + b_ih; accumulates dW_hh
     and db_hh (from the hidden-side gradient [da_r, da_z, r ⊙ da_n]).
+
+    With ``dh_norms`` (an array [T]), records ||dL/dh_t|| over the whole batch at every step (how the gradient
+    reaching each timestep's hidden state vanishes or explodes; rnnlab.analysis).
     """
     if cache.consumed:
         raise RuntimeError("this cache has already been through backward")
@@ -144,6 +148,8 @@ def backward(
         else:
             dh = dh_buf[:b]
             np.add(dh_next[:b], d_out[t, :b], out=dh)
+        if dh_norms is not None:
+            dh_norms[t] = np.sqrt(np.vdot(dh, dh))
         rz = A[t, 0:2, :b]
         r, z, n = rz[0], rz[1], A[t, 2, :b]
         h_prev = S[prev, :b]

@@ -122,11 +122,15 @@ def backward(
     cache: LSTMCache,
     dW_hh: np.ndarray,
     db_hh: np.ndarray | None,
+    dh_norms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """d_out [T, B, H] (or None), dh_n, dc_n [B, H] (or None) -> dA, dh0, dc0.
 
     dA [T, B, 4H] = dL/d(pre-activations of i, f, g, o), written over the cache's activations; accumulates
     dW_hh and db_hh. The cache cannot be used again.
+
+    With ``dh_norms`` (an array [T]), records ||dL/dh_t|| over the whole batch at every step (how the gradient
+    reaching each timestep's hidden state vanishes or explodes; rnnlab.analysis).
     """
     if cache.consumed:
         raise RuntimeError("this cache has already been through backward")
@@ -152,6 +156,8 @@ def backward(
         else:
             dh = dh_buf[:b]
             np.add(dh_next[:b], d_out[t, :b], out=dh)
+        if dh_norms is not None:
+            dh_norms[t] = np.sqrt(np.vdot(dh, dh))
         a = A[t, :, :b]
         i, f, g, o = a[0], a[1], a[2], a[3]
         tc = TC[t, :b]

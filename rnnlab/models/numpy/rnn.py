@@ -96,10 +96,14 @@ def backward(
     cache: RNNCache,
     dW_hh: np.ndarray,
     db_hh: np.ndarray | None,
+    dh_norms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """d_out [T, B, H] (gradient of the outputs h_t, or None), dh_n [B, H] (or None) -> dA, dh0 [B, H].
 
     dA [T, B, H] = dL/d(pre-activation); accumulates dW_hh and db_hh.
+
+    With ``dh_norms`` (an array [T]), records ||dL/dh_t|| over the whole batch at every step (how the gradient
+    reaching each timestep's hidden state vanishes or explodes; rnnlab.analysis).
     """
     if cache.consumed:
         raise RuntimeError("this cache has already been through backward")
@@ -119,6 +123,8 @@ def backward(
         else:
             dh = dh_buf[:b]
             np.add(dh_next[:b], d_out[t, :b], out=dh)  # from h_{t+1} and from the output h_t
+        if dh_norms is not None:
+            dh_norms[t] = np.sqrt(np.vdot(dh, dh))
         h = S[cur, :b]
         if cache.nonlinearity == "tanh":
             np.multiply(h, h, out=local[:b])

@@ -88,6 +88,9 @@ class RecurrentStack:
         self.grads = grads
         self.rng = rng
         self.dropout = dropout
+        # Set to an array [num_layers * num_directions, T] to record ||dL/dh_t|| per layer/direction and step
+        # during the next backward passes (rnnlab.analysis); None costs nothing.
+        self.dh_norms: np.ndarray | None = None
         self.nonlinearity = nonlinearity
         self.prefix = prefix
 
@@ -227,11 +230,12 @@ class RecurrentStack:
                 dW_hh, db_hh = self.grads[n_hh], None if self.cell.BIASES_SUMMED else self.grads[n_bhh]
                 d_y_d = None if d_y is None else (d_y if D == 1 else d_y[..., d * H : (d + 1) * H])
                 dh_n_k = None if dh_n is None else dh_n[k]
+                norms = None if self.dh_norms is None else self.dh_norms[k]
                 if is_lstm:
                     dc_n_k = None if dc_n is None else dc_n[k]
-                    dA, dh0[k], dc0[k] = lstm.backward(d_y_d, dh_n_k, dc_n_k, lc.cells[d], dW_hh, db_hh)
+                    dA, dh0[k], dc0[k] = lstm.backward(d_y_d, dh_n_k, dc_n_k, lc.cells[d], dW_hh, db_hh, dh_norms=norms)
                 else:
-                    dA, dh0[k] = self.cell.backward(d_y_d, dh_n_k, lc.cells[d], dW_hh, db_hh)
+                    dA, dh0[k] = self.cell.backward(d_y_d, dh_n_k, lc.cells[d], dW_hh, db_hh, dh_norms=norms)
                 # the input side: [dW_ih | db_ih] = dA^T x̃, dx = dA W_ih
                 dA2 = dA.reshape(T * B, GH)
                 if one_hot:

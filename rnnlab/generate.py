@@ -1,0 +1,125 @@
+"""rnnlab-generate: sample text from a language-model checkpoint of either backend.
+
+    rnnlab-generate ckpt_path=outputs/runs/.../checkpoints/last.ckpt prompt="ROMEO:" length=500 temperature=0.8
+
+Arguments are key=value pairs (the same style as rnnlab-train's overrides). The checkpoint alone rebuilds the
+model (network spec, vocabulary, backend and dtype are in it); sampling is ``LanguageModelTask.generate``, the
+sampler both backends share, so a given seed gives the same text every time. ``--help`` answers without importing
+torch or Lightning.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from rnnlab.errors import RnnlabError
+
+KEYS: dict[str, tuple[type, Any, str]] = {
+    "ckpt_path": (str, None, "a checkpoint written by rnnlab-train task=language_model (required)"),
+    "prompt": (str, "", 'the text to continue ("" starts after a newline)'),
+    "length": (int, 300, "characters to generate"),
+    "temperature": (float, 0.8, "softmax temperature (> 0; lower is more conservative)"),
+    "top_k": (int, None, "sample among the k most likely characters only (null: all)"),
+    "seed": (int, 0, "seed of the sampler's NumPy generator"),
+    "device": (str, "cpu", "torch device for a torch-backend checkpoint (cpu, cuda, cuda:1, ...)"),
+}
+
+USAGE = "usage: rnnlab-generate ckpt_path=PATH [prompt=TEXT] [length=N] [temperature=T] [top_k=K] [seed=S] [device=D]"
+
+
+class UsageError(RnnlabError):
+    """A bad argument: reported as one line, exit status 1."""
+
+
+def help_text() -> str:
+    lines = [USAGE, "", (__doc__ or "").strip().split("\n\n")[0], "", "arguments:"]
+    for key, (kind, default, text) in KEYS.items():
+        shown = "required" if key == "ckpt_path" else f"default {default!r}"
+        lines.append(f"  {key:<12} {text} [{kind.__name__}, {shown}]")
+    return "\n".join(lines)
+
+
+def parse(argv: list[str]) -> dict[str, Any]:
+    """key=value arguments -> typed values; unknown keys and bad values raise UsageError naming the key."""
+    values = {key: default for key, (_, default, _) in KEYS.items()}
+    for arg in argv:
+        key, sep, raw = arg.partition("=")
+        key = key.strip().lstrip("+")
+        if not sep:
+            raise UsageError(f"{arg!r} is not key=value ({USAGE})")
+        if key not in KEYS:
+            raise UsageError(f"unknown argument {key!r}; valid: {', '.join(KEYS)}")
+        kind = KEYS[key][0]
+        if raw.lower() in ("null", "none") and key in ("top_k",):
+            values[key] = None
+            continue
+        if kind is str:
+            values[key] = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'" else raw
+            continue
+        try:
+            values[key] = kind(raw)
+        except ValueError:
+            raise UsageError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    if not values["ckpt_path"]:
+        raise UsageError(f"ckpt_path is required ({USAGE})")
+    if values["length"] < 1:
+        raise UsageError(f"length must be >= 1, got {values['length']}")
+    if not values["temperature"] > 0:
+        raise UsageError(f"temperature must be > 0, got {values['temperature']}")
+    if values["top_k"] is not None and values["top_k"] < 1:
+        raise UsageError(f"top_k must be >= 1 or null, got {values['top_k']}")
+    return values
+
+
+def load_language_model(path: str, device: str = "cpu") -> Any:
+    """The LanguageModelTask of a checkpoint (either backend); one-line errors for anything else."""
+    import torch
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UsageError(f"ckpt_path: file not found: {path}")
+    try:
+        saved = torch.load(file, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # pickle, zip and mmap errors all mean "not a checkpoint"
+        raise UsageError(f"ckpt_path: not a checkpoint ({type(err).__name__}): {path}") from None
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise UsageError(f"ckpt_path: not a Lightning checkpoint: {path}")
+    task = (saved.get("hyper_parameters", {}).get("task") or {}).get("name")
+    if str(task) != "language_model":
+        raise UsageError(f"ckpt_path: a task={task} checkpoint; rnnlab-generate needs task=language_model: {path}")
+    from rnnlab.tasks.language_model import LanguageModelTask
+
+    backend = saved["hyper_parameters"].get("backend", "torch")
+    with warnings.catch_warnings():  # a NumPy checkpoint's torch state dict is empty by design
+        warnings.filterwarnings("ignore", message=".*contains no parameters")
+        model = LanguageModelTask.load_from_checkpoint(file, map_location="cpu" if backend == "numpy" else device)
+    model.eval()
+    return model
+
+
+def generate(values: dict[str, Any]) -> str:
+    model = load_language_model(values["ckpt_path"], values["device"])
+    unknown = [ch for ch in values["prompt"] if ch not in model.vocab.stoi]
+    if unknown:
+        raise UsageError(f"prompt: character {unknown[0]!r} is not in this model's vocabulary")
+    return model.generate(values["prompt"], values["length"], values["temperature"], values["top_k"], values["seed"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help", "help") for a in args):
+        print(help_text())
+        return
+    try:
+        text = generate(parse(args))
+    except RnnlabError as err:
+        print(f"rnnlab-generate: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

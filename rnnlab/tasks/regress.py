@@ -1,0 +1,77 @@
+"""task=regress: sequence -> one real number (or a few) from the final hidden state, trained with MSE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+from torchmetrics import MeanSquaredError
+
+from rnnlab.tasks.base import RecurrentTask
+
+
+class RegressTask(RecurrentTask):
+    """Logs train/loss (MSE), {val,test}/mse and {val,test}/mse_baseline: the MSE of always predicting the training
+    targets' mean, taken from the data module (the adding problem's 0.167), so a curve can be read against it."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.mse = torch.nn.ModuleDict({"val": MeanSquaredError(), "test": MeanSquaredError()})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions [B, num_outputs] for float inputs [B, T, F] (a torch tensor for either backend)."""
+        if self.is_numpy:
+            _, final, _ = self.net.forward(x.cpu().numpy(), train=False)
+            pred, _ = self.net.head_forward(self.net.last_hidden(final))
+            return torch.from_numpy(pred)
+        _, final = self.net(x)
+        return self.net.head(self.net.last_hidden(final))
+
+    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
+        from rnnlab.models.numpy.losses import mse
+
+        x, y = (t.cpu().numpy() for t in batch)
+        net = self.net
+        _, final, cache = net.forward(x, train=True)
+        pred, head_cache = net.head_forward(net.last_hidden(final))
+        loss, dpred = mse(pred, y)
+        if scale != 1.0:
+            dpred *= scale
+        net.backward(None, net.last_hidden_backward(net.head_backward(dpred, head_cache)), cache)
+        return loss, None
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.is_numpy:
+            loss = self.numpy_training_step(batch, batch_idx)[0]
+        else:
+            x, y = batch
+            loss = F.mse_loss(self(x), y.to(self.net.head.weight.dtype))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[1]))
+        return loss
+
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        x, y = batch
+        pred = self(x)
+        self.mse[stage].update(pred.to(torch.float64), y.to(torch.float64))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _log_split(self, stage: str) -> None:
+        value = self.mse[stage].compute()
+        self.mse[stage].reset()
+        self.log(f"{stage}/mse", value, prog_bar=True)
+        self.log(f"{stage}/loss", value)
+        baseline = getattr(self.trainer.datamodule, "baseline_mse", {}).get(stage)
+        if baseline is not None:
+            self.log(f"{stage}/mse_baseline", baseline)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")

@@ -174,7 +174,7 @@ class CopyConfig(DataConfig):
     name: str = "copy"
     kind: DataKind = DataKind.tagging
     length: int = 50  # the delay between the symbols and their recall
-    copy_length: int = 10
+    copy_length: int = 5
     num_symbols: int = 8
     num_train: int = 10_000
     num_val: int = 1_000

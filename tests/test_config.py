@@ -74,7 +74,7 @@ def test_every_group_has_its_options():
         "logger": ["csv", "default", "tensorboard"],
         "callbacks": ["analysis", "default", "none"],
         "paths": ["default"],
-        "experiment": ["char_lm_small", "classify_synthetic", "vanishing_gradient"],
+        "experiment": ["char_lm_small", "classify_synthetic", "vanishing_gradient", "vanishing_gradient_copy"],
         "debug": ["fast_dev_run", "limit", "overfit"],
     }
 

@@ -122,3 +122,10 @@ def test_training_parity_on_ner_synth(compose, tmp_path, monkeypatch):
               for b in ("torch", "numpy")}  # fmt: skip
     assert len(losses["numpy"]) == 20
     np.testing.assert_allclose(losses["numpy"], losses["torch"], rtol=1e-8, atol=0)
+
+
+def test_copy_experiment_is_a_cell_by_delay_sweep():
+    cfg = compose_raw(["experiment=vanishing_gradient_copy"])
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert dict(cfg.hydra.sweeper.params) == {"model": "rnn,lstm,gru", "data.length": "10,20,50"}
+    assert (cfg.task.name, cfg.data.name, cfg.model.bidirectional) == ("tag", "copy", False)

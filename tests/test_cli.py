@@ -61,7 +61,7 @@ def test_help_lists_every_group_and_option(tmp_path):
     for group in ("model", "task", "data", "optimizer", "trainer", "logger", "callbacks", "experiment", "debug"):
         line = re.search(rf"^{group}:\s+(.*)$", out, re.MULTILINE)
         assert line, group
-        listed = set(re.findall(r"[a-z_]+", re.sub(r"\([^)]*\)", "", line.group(1))))  # asides in parentheses
+        listed = set(re.findall(r"[a-z0-9_]+", re.sub(r"\([^)]*\)", "", line.group(1))))  # asides in parentheses
         assert listed == {p.stem for p in (conf / group).glob("*.yaml")}, group  # the help matches conf/
     assert "HYDRA_FULL_ERROR=1" in out
     assert not list(tmp_path.iterdir())  # --help writes nothing

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rnnlab.data import corpus, synthetic_text
 from rnnlab.data.sampling import EpochSeededSampler
@@ -153,8 +154,87 @@ class CharWindows(Dataset):
         return window[:, :-1], window[:, 1:]
 
 
+class CharStreams(Dataset):
+    """A token stream as ``batch_size`` contiguous streams, for stateful truncated BPTT (``data.tbptt=true``).
+
+    With n tokens s, B streams and windows of L: each stream holds m = (n - 1) // B inputs, stream b being
+    s[bm : (b+1)m] with targets s[bm+1 : (b+1)m+1]. Item i is a whole batch, window i of every stream::
+
+        x[b] = s[bm + iL : bm + (i+1)L],   y[b] = s[bm + iL + 1 : bm + (i+1)L + 1],   i = 0 .. m // L - 1
+
+    so row b of batch i+1 continues row b of batch i exactly, and a state carried from one batch to the next
+    has seen the text that precedes the window. The m mod L characters left at the end of every stream (and
+    the (n - 1) mod B at the end of the split) are dropped, as in the classic char-rnn batching: every window
+    has the full length L. Windows are gathered from the one int32 array (no copy of the corpus).
+    """
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int):
+        self.tokens = torch.from_numpy(np.ascontiguousarray(tokens))
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.stream_len = (len(tokens) - 1) // batch_size
+        self.n = self.stream_len // seq_len
+        self.offsets = torch.arange(batch_size)[:, None] * self.stream_len + torch.arange(seq_len + 1)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < self.n:
+            raise IndexError(f"window {i} of {self.n}")
+        window = self.tokens[self.offsets + i * self.seq_len].long()
+        return window[:, :-1], window[:, 1:]
+
+
+class _StreamOrder(Sampler[int]):
+    """Windows 0 .. n-1 in order, starting once at ``start`` (a mid-epoch resume); ``len`` is always n."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return iter(range(start, self.n))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class StreamLoader(DataLoader):
+    """The loader of a ``CharStreams`` split: one item per batch, in order, never shuffled.
+
+    It is resumable (Lightning saves ``state_dict`` into checkpoints and calls ``load_state_dict`` before it
+    iterates again): the state is the epoch and the number of windows the training loop has taken this epoch,
+    read from ``position`` (the loop's own batch counter, which excludes the batch Lightning prefetches). A
+    resume in the middle of that epoch continues at the next window; a position at the end of the epoch starts
+    the next epoch from window 0 (Lightning restores the epoch number itself).
+    """
+
+    def __init__(self, dataset: CharStreams, position: Callable[[], tuple[int, int]] | None = None, **kwargs: Any):
+        # Lightning rebuilds loaders from their attributes (trainer.overfit_batches, ...): the stream order and
+        # the one-window-per-item batching are not negotiable, so those arguments are replaced, not passed on
+        for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
+            kwargs.pop(key, None)
+        super().__init__(dataset, batch_size=None, sampler=_StreamOrder(len(dataset)), **kwargs)
+        self.position = position
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, taken = self.position() if self.position is not None else (0, 0)
+        return {"epoch": int(epoch), "windows_taken": int(taken)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        taken = int(state.get("windows_taken", 0))
+        self.sampler.start = taken if 0 < taken < len(self.dataset) else 0
+
+
 class CharCorpusDataModule(_Loaders):
-    """data=shakespeare and data=text_file: one text, split by position into train / val / test."""
+    """data=shakespeare and data=text_file: one text, split by position into train / val / test.
+
+    Batches are (x, y) = (inputs [B, L], next-character targets [B, L]). By default they are shuffled
+    non-overlapping windows (``CharWindows``); with ``tbptt`` each split is cut into batch_size contiguous
+    streams read in order (``CharStreams``, ``StreamLoader``), for a model that carries its state across batches.
+    """
 
     def __init__(
         self,
@@ -168,6 +248,7 @@ class CharCorpusDataModule(_Loaders):
         pin_memory: bool = False,
         seed: int = 0,
         cache_dir: str | None = None,
+        tbptt: bool = False,
     ):
         super().__init__(batch_size, num_workers, pin_memory, seed)
         self.name = name
@@ -176,6 +257,7 @@ class CharCorpusDataModule(_Loaders):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.cache_dir = cache_dir
+        self.tbptt = tbptt
         self.vocab: CharVocab | None = None
         self.num_outputs = 0
 
@@ -205,11 +287,44 @@ class CharCorpusDataModule(_Loaders):
                     f"data.seq_len={self.seq_len}: the {split} split of {where} has only {size} characters; "
                     "use a longer text or a shorter data.seq_len"
                 )
+            if self.tbptt and size < self.batch_size * self.seq_len + 1:
+                raise DataError(
+                    f"data.tbptt=true: the {split} split of {where} has {size} characters, fewer than "
+                    f"data.batch_size * data.seq_len + 1 = {self.batch_size * self.seq_len + 1} (one window per "
+                    "stream); use a longer text, a smaller data.batch_size or a shorter data.seq_len"
+                )
+        if self.tbptt:
+            self.splits = {
+                "train": CharStreams(tokens[:n_train], self.batch_size, self.seq_len),
+                "val": CharStreams(tokens[n_train : n_train + n_val], self.batch_size, self.seq_len),
+                "test": CharStreams(tokens[n_train + n_val :], self.batch_size, self.seq_len),
+            }
+            return
         self.splits = {
             "train": CharWindows(tokens[:n_train], self.seq_len),
             "val": CharWindows(tokens[n_train : n_train + n_val], self.seq_len),
             "test": CharWindows(tokens[n_train + n_val :], self.seq_len),
         }
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.tbptt:
+            return super()._loader(split, shuffle)
+        return StreamLoader(
+            self.splits[split],
+            position=self._train_position if split == "train" else None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _train_position(self) -> tuple[int, int]:
+        """(epoch, training batches the loop has taken this epoch), for ``StreamLoader.state_dict``; 0 once the
+        epoch is complete (``trainer.num_training_batches`` may stop it before the last window)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        taken = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        return trainer.current_epoch, taken if taken < trainer.num_training_batches else 0
 
 
 def build_synthetic_text(data_cfg: Any, seed: int, cache_dir: str | None, **common: Any) -> SyntheticTextDataModule:
@@ -235,6 +350,7 @@ def build_char_corpus(data_cfg: Any, seed: int, cache_dir: str | None, **common:
         test_fraction=data_cfg.test_fraction,
         cache_dir=cache_dir,
         seed=seed,
+        tbptt=bool(data_cfg.get("tbptt", False)),
         **common,
     )
 
@@ -246,9 +362,14 @@ DATA: dict[str, str] = {
     "text_file": "rnnlab.data.datamodules:build_char_corpus",
     "adding": "rnnlab.data.sequences:build_adding",
     "imdb": "rnnlab.data.reviews:build_reviews",
-    "copy": "rnnlab.data.tagging:build_copy",
-    "ner_synth": "rnnlab.data.tagging:build_ner",
+    "copy": "rnnlab.data.sequences:build_copy",
+    "ner_synth": "rnnlab.data.sequences:build_ner_synth",
     "rt_sentences": "rnnlab.data.reviews:build_reviews",
+    "dates": "rnnlab.data.seq2seq_data:build_dates",
+    "cmudict": "rnnlab.data.seq2seq_data:build_cmudict",
+    "weather": "rnnlab.data.timeseries:build_forecast",
+    "stocks": "rnnlab.data.timeseries:build_forecast",
+    "airline": "rnnlab.data.timeseries:build_forecast",
 }
 
 

@@ -13,6 +13,8 @@ TASKS: dict[str, str] = {
     "language_model": "rnnlab.tasks.language_model:LanguageModelTask",
     "regress": "rnnlab.tasks.regress:RegressTask",
     "tag": "rnnlab.tasks.tag:TagTask",
+    "seq2seq": "rnnlab.tasks.seq2seq:Seq2SeqTask",
+    "forecast": "rnnlab.tasks.forecast:ForecastTask",
 }
 
 

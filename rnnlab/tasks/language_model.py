@@ -1,4 +1,24 @@
-"""task=language_model: next-character prediction, with temperature sampling."""
+"""task=language_model: next-character prediction, with temperature sampling.
+
+Stateful truncated BPTT (``data.tbptt=true``): the data module cuts each split into batch_size contiguous
+streams and batch i holds window i of every stream (``rnnlab.data.datamodules.CharStreams``). The task then
+starts batch i+1 from the final state of batch i, detached: the forward pass sees the whole history of the
+stream, the gradient stops at the window's start (h_0 of window i+1 is a constant, dL/dh_0 is dropped). On the
+torch backend the state is ``.detach()``-ed; on the NumPy backend the state arrays are passed to the next
+forward and the backward's gradient of the initial state is discarded, which is the same computation. The
+training state is reset (zeros) at the first batch of every epoch, the evaluation state at the start of every
+validation and test, and evaluation carries its own state through the split the same way.
+
+Checkpoints (``tbptt_state``) hold the carried training state, and the stream loader saves how many windows
+the epoch has taken, so a resume continues exactly:
+
+* at an epoch boundary trivially (the state is reset there anyway);
+* in the middle of an epoch (a checkpoint written after a training step: ``trainer.max_steps``, a mid-epoch
+  validation, ``every_n_train_steps``): the next batch is the next window and starts from the saved state, so
+  on the NumPy backend (whose dropout generator is checkpointed too) every later loss and parameter is
+  bit-identical to an uninterrupted run. On the torch backend the same holds without dropout; with dropout,
+  torch's global generator is reseeded by the resume, as for every other task.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
 
-from rnnlab.tasks.base import RecurrentTask
+from rnnlab.tasks.base import RecurrentTask, arrays_to_tensors, tensors_to_arrays
 
 LN2 = math.log(2.0)
 
@@ -22,7 +42,9 @@ class LanguageModelTask(RecurrentTask):
 
     Evaluation losses are averaged over every predicted character of the split (not over batches); bits per
     character is loss / ln 2 and perplexity exp(loss). After each validation a sample is generated and logged
-    as TensorBoard text (tag ``samples/generated``).
+    as TensorBoard text (tag ``samples/generated``), with a heatmap of the distributions its first
+    ``PROB_STEPS`` characters were drawn from (tag ``samples/next_char_probs``, also a PNG under the run's
+    ``figures/``). With ``data.tbptt=true`` the state is carried across batches (see the module docstring).
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -31,6 +53,19 @@ class LanguageModelTask(RecurrentTask):
             raise ValueError("a bidirectional language model would see the characters it predicts")
         self.nll = torch.nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self.last_sample: str | None = None
+        self.last_probs_figure: Any = None  # where the last next-character picture went (a Path or None)
+        # stateful TBPTT (data.tbptt=true): the state carried across training batches and across the batches of
+        # the running evaluation, in the backend's own type (torch tensors or NumPy arrays); None is zeros
+        self.train_state: Any = None
+        self.eval_state: Any = None
+        self._numpy_state_in: Any = None  # the state numpy_loss_and_backward starts from (set per step)
+
+    @property
+    def tbptt(self) -> bool:
+        """Whether batches come from a stream data module (``data.tbptt=true``): carry the state if so."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        return bool(getattr(datamodule, "tbptt", False))
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """Logits [B, T, V] (a torch tensor for either backend) and the final state (the backend's own type)."""
@@ -42,17 +77,22 @@ class LanguageModelTask(RecurrentTask):
         out, state = self.net(x, state=state)
         return self.net.head(out), state
 
-    def _loss(self, batch: Any) -> torch.Tensor:
+    def _loss(self, batch: Any, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """Mean cross-entropy (nats per character) of a batch started from ``state``, and the final state."""
         x, y = batch
-        logits, _ = self(x)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        logits, final = self(x, self._state_on_device(state))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)), final
 
     def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
+        """NumPy forward from ``_numpy_state_in`` (None: zeros), loss, BPTT. Returns (loss, final state copy).
+
+        The gradient of the initial state that ``backward`` returns is dropped: truncated BPTT."""
         from rnnlab.models.numpy.losses import cross_entropy
 
         x, y = (t.cpu().numpy() for t in batch)
+        state, self._numpy_state_in = self._numpy_state_in, None
         net = self.net
-        out, _, cache = net.forward(x, train=True)
+        out, final, cache = net.forward(x, state=state, train=True)
         b, t, f = out.shape
         logits, head_cache = net.head_forward(out.reshape(b * t, f))
         loss, dlogits = cross_entropy(logits, y.reshape(-1))
@@ -60,20 +100,73 @@ class LanguageModelTask(RecurrentTask):
             dlogits *= scale
         d_out = net.head_backward(dlogits, head_cache).reshape(b, t, f)
         net.backward(d_out, None, cache)
-        return loss, None
+        return loss, _copy_state(final)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self.numpy_training_step(batch, batch_idx)[0] if self.is_numpy else self._loss(batch)
+        carry = self.tbptt
+        if carry and batch_idx == 0:
+            self.train_state = None  # every epoch starts from zeros (a mid-epoch resume starts at batch_idx > 0)
+        state = self.train_state if carry else None
+        if self.is_numpy:
+            self._numpy_state_in = state
+            loss, final = self.numpy_training_step(batch, batch_idx)
+        else:
+            loss, final = self._loss(batch, state)
+        if carry:
+            self.train_state = _detach_state(final)
         n = len(batch[0])
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/bpc", loss / LN2, batch_size=n)
         return loss
 
+    def _eval_step(self, stage: str, batch: Any, batch_idx: int) -> None:
+        carry = self.tbptt
+        if batch_idx == 0:
+            self.eval_state = None
+        loss, final = self._loss(batch, self.eval_state if carry else None)
+        if carry:
+            self.eval_state = _detach_state(final)
+        self.nll[stage].update(loss, weight=batch[1].numel())
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.nll["val"].update(self._loss(batch), weight=batch[1].numel())
+        self._eval_step("val", batch, batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.nll["test"].update(self._loss(batch), weight=batch[1].numel())
+        self._eval_step("test", batch, batch_idx)
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_state = None
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_state = None
+
+    def _state_on_device(self, state: Any) -> Any:
+        """A carried or restored state as the backend needs it (torch: on this module's device and dtype)."""
+        if state is None or self.is_numpy:
+            return state
+        dtype = self.net.head.weight.dtype
+        if isinstance(state, tuple):
+            return tuple(s.to(self.device, dtype) for s in state)
+        return state.to(self.device, dtype)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.train_state is not None:
+            state = self.train_state
+            if self.is_numpy:
+                state = arrays_to_tensors(_copy_state(state))
+            else:
+                state = tuple(s.detach().cpu().clone() for s in state) if isinstance(state, tuple) else state.cpu()
+            checkpoint["tbptt_state"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("tbptt_state")
+        if state is not None and self.is_numpy:
+            state = tensors_to_arrays(state)
+            state = tuple(state) if isinstance(state, list | tuple) else state
+        self.train_state = state
 
     def _log_split(self, stage: str) -> None:
         nll = self.nll[stage].compute()
@@ -92,25 +185,46 @@ class LanguageModelTask(RecurrentTask):
 
     @rank_zero_only
     def _log_sample(self) -> None:
+        """The validation's sample as TensorBoard text (``samples/generated``) and the picture of the next-character
+        distributions it was drawn from (``samples/next_char_probs``, TensorBoard image and PNG)."""
         t = self.hparams.task
         if t.get("sample_length", 0) <= 0:
             return
-        text = self.generate(t.get("sample_prompt", ""), t["sample_length"], t["temperature"], t.get("top_k"))
+        probs: list[np.ndarray] = []
+        prompt = t.get("sample_prompt", "")
+        text = self.generate(prompt, t["sample_length"], t["temperature"], t.get("top_k"), record=probs)
         self.last_sample = text
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 # four-space indentation makes TensorBoard's markdown keep the line breaks
                 body = "    " + text.replace("\n", "\n    ")
                 logger.experiment.add_text("samples/generated", body, global_step=self.global_step)
+        from rnnlab.plots import log_figure
+
+        steps = min(PROB_STEPS, len(probs))
+        chosen = self.vocab.encode(text[len(prompt) : len(prompt) + steps])
+        fig = next_char_probs_figure(
+            np.stack(probs[:steps]), chosen, self.vocab.itos, t["temperature"], t.get("top_k"), self.global_step
+        )
+        self.last_probs_figure = log_figure(self, "samples/next_char_probs", fig)
 
     @torch.no_grad()
     def generate(
-        self, prompt: str = "", length: int = 300, temperature: float = 0.8, top_k: int | None = None, seed: int = 0
+        self,
+        prompt: str = "",
+        length: int = 300,
+        temperature: float = 0.8,
+        top_k: int | None = None,
+        seed: int = 0,
+        record: list[np.ndarray] | None = None,
     ) -> str:
         """Sample ``length`` characters after ``prompt`` ("" starts from a newline), one step at a time.
 
         Both backends share the sampler (``sample_next``, NumPy generator seeded with ``seed``), so equal
-        networks give equal samples. The NumPy backend steps with its batch-1 fast path.
+        networks give equal samples. The NumPy backend steps with its batch-1 fast path. Given a list
+        ``record``, every step appends the distribution its character is drawn from (``next_char_probs``:
+        temperature and top_k applied, float64 [V]); recording costs one more softmax per step and does not
+        change the draws, so it is off unless asked for.
         """
         if temperature <= 0:
             raise ValueError("temperature must be > 0")
@@ -121,6 +235,8 @@ class LanguageModelTask(RecurrentTask):
         if self.is_numpy:
             logits, state = self.net.forward_logits_last(ids)
             for _ in range(length):
+                if record is not None:
+                    record.append(next_char_probs(logits, temperature, top_k))
                 nxt = sample_next(logits, temperature, top_k, rng)
                 out.append(nxt)
                 logits, state = self.net.step(nxt, state)
@@ -130,11 +246,28 @@ class LanguageModelTask(RecurrentTask):
         x = torch.as_tensor(ids, device=self.device)[None]
         logits_t, state = self(x)
         for _ in range(length):
-            nxt = sample_next(logits_t[0, -1].double().cpu().numpy(), temperature, top_k, rng)
+            logits = logits_t[0, -1].double().cpu().numpy()
+            if record is not None:
+                record.append(next_char_probs(logits, temperature, top_k))
+            nxt = sample_next(logits, temperature, top_k, rng)
             out.append(nxt)
             logits_t, state = self(torch.tensor([[nxt]], device=self.device), state)
         self.train(was_training)
         return prompt + self.vocab.decode(out)
+
+
+PROB_STEPS = 40  # generated steps shown by the next-character picture
+PROB_TOP = 5  # characters per step that enter its rows
+PROB_ROWS = 24  # at most this many rows (characters)
+
+
+def _weights(logits: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
+    """Unnormalised sampling weights exp((z - max z) / T), zero outside the ``top_k`` largest logits."""
+    scores = np.asarray(logits, dtype=np.float64) / temperature
+    if top_k is not None and top_k < scores.size:
+        kth = np.partition(scores, -top_k)[-top_k]
+        scores = np.where(scores < kth, -np.inf, scores)
+    return np.exp(scores - scores.max())
 
 
 def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator) -> int:
@@ -142,10 +275,78 @@ def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, rng: 
 
     Inverse-CDF sampling with one uniform number: cheap enough for the 60-microsecond-per-character budget.
     """
-    scores = np.asarray(logits, dtype=np.float64) / temperature
-    if top_k is not None and top_k < scores.size:
-        kth = np.partition(scores, -top_k)[-top_k]
-        scores = np.where(scores < kth, -np.inf, scores)
-    scores = np.exp(scores - scores.max())
-    cdf = np.cumsum(scores)
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), scores.size - 1))
+    weights = _weights(logits, temperature, top_k)
+    cdf = np.cumsum(weights)
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), weights.size - 1))
+
+
+def next_char_probs(logits: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
+    """The distribution ``sample_next`` draws from: softmax(logits / T) renormalised over the top_k, float64."""
+    weights = _weights(logits, temperature, top_k)
+    return weights / weights.sum()
+
+
+def _char_label(ch: str) -> str:
+    """A character as a readable axis label (matplotlib would read "$" as mathtext)."""
+    names = {"\n": "\\n", " ": "␣", "\t": "\\t"}
+    return names.get(ch, ch.replace("$", r"\$"))
+
+
+def next_char_probs_figure(
+    probs: np.ndarray,
+    chosen: np.ndarray,
+    itos: list[str],
+    temperature: float,
+    top_k: int | None,
+    step: int | None = None,
+) -> Any:
+    """Heatmap of the next-character distributions of the first generated steps.
+
+    x: generation step, labelled with the character drawn there; y: characters, those among the ``PROB_TOP``
+    most likely at some step (and every drawn one), ranked by their summed probability, at most ``PROB_ROWS``;
+    colour: probability (0..1). A red square marks the drawn character of each step.
+    """
+    from rnnlab.plots import new_figure
+
+    probs = np.asarray(probs, dtype=np.float64)
+    steps = probs.shape[0]
+    chosen = np.asarray(chosen, dtype=np.int64)[:steps]
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :PROB_TOP]
+    candidates = np.unique(np.concatenate([top.ravel(), chosen]))
+    ranked = candidates[np.argsort(-probs[:, candidates].sum(axis=0), kind="stable")]
+    drawn = [c for c in ranked if c in set(chosen.tolist())]
+    rows = [*drawn, *(c for c in ranked if c not in drawn)][:PROB_ROWS]  # drawn characters first keep their row
+    rows = sorted(rows, key=lambda c: -probs[:, c].sum())
+    where = {int(c): r for r, c in enumerate(rows)}
+    fig = new_figure(width=max(6.0, 0.2 * steps + 2.0), height=max(3.0, 0.22 * len(rows) + 1.6))
+    ax = fig.add_subplot()
+    image = ax.imshow(probs[:, rows].T, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks(range(steps), [_char_label(itos[c]) for c in chosen], fontsize=7)
+    ax.set_yticks(range(len(rows)), [_char_label(itos[c]) for c in rows], fontsize=7)
+    marks = [(s, where[int(c)]) for s, c in enumerate(chosen) if int(c) in where]
+    if marks:
+        xs, ys = zip(*marks, strict=True)
+        ax.scatter(xs, ys, marker="s", s=40, facecolors="none", edgecolors="red", linewidths=0.8)
+    ax.set_xlabel("generation step (the character drawn)")
+    ax.set_ylabel("next character")
+    at = "" if step is None else f", step {step}"
+    ax.set_title(f"next-character probabilities (temperature {temperature:g}, top_k {top_k}{at})", fontsize=9)
+    fig.colorbar(image, ax=ax, label="probability")
+    return fig
+
+
+def _copy_state(state: Any) -> Any:
+    """A NumPy state (array, or (h, c)) copied out of the network's work arrays."""
+    if state is None:
+        return None
+    return tuple(np.array(s, copy=True) for s in state) if isinstance(state, tuple) else np.array(state, copy=True)
+
+
+def _detach_state(state: Any) -> Any:
+    """The carried state without history: torch tensors detached (no graph into the previous batch); NumPy
+    arrays are plain values already (their backward stops at the window's start by construction)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple) and state and isinstance(state[0], torch.Tensor):
+        return tuple(s.detach() for s in state)
+    return state

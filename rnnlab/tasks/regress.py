@@ -1,4 +1,11 @@
-"""task=regress: sequence -> one real number (or a few) from the final hidden state, trained with MSE."""
+"""task=regress: sequence -> one real number (or a few) from the final hidden state, trained with MSE.
+
+Model: y_hat = W h_T + b, with h_T the top layer's final hidden state (both directions' final states
+concatenated when bidirectional: ``last_hidden``) and a head of ``num_outputs`` units (1 on data=adding).
+Loss: MSE = 1/(B K) sum_{b,k} (y_hat_bk - y_bk)^2, the mean over the batch and the outputs (F.mse_loss and
+rnnlab.models.numpy.losses.mse). Evaluation accumulates the same mean over a whole split in float64
+(torchmetrics' MeanSquaredError), logged as {val,test}/mse (= {val,test}/loss); the monitor is val/mse, min.
+"""
 
 from __future__ import annotations
 

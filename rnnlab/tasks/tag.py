@@ -1,5 +1,19 @@
-"""task=tag: one label per token (sequence labelling), from the recurrent outputs at every step (both directions
-when bidirectional, the default for this task)."""
+"""task=tag: one label per timestep (sequence labelling) from the recurrent outputs at every step (both
+directions when bidirectional, the default for this task: conf/task/tag.yaml).
+
+Model: logits_t = W [h_t^fwd ; h_t^bwd] + b for every step t < length (the head shared over time). With
+``lengths``, the torch backend packs the batch and the NumPy backend runs ``forward(x, lengths)``: either way a
+sequence sees only its own tokens, the backward direction starts at its last token, and padding changes nothing.
+
+Loss: the mean cross-entropy over the labelled steps, -1/|M| sum_{(b,t) in M} log softmax(logits_bt)[y_bt] with
+M = {(b, t): y_bt != -100} (padding and unscored steps carry label -100, torch's ``ignore_index``).
+
+Metrics per evaluation split: ``loss`` (the same mean over all labelled steps of the split), ``acc`` (token
+accuracy over the labelled steps: all words on ner_synth, the recalled symbols on copy) and, when the data's
+labels are BIO tags (``label_names`` with B- entries, data=ner_synth), ``entity_f1``, ``entity_precision`` and
+``entity_recall``: conlleval's exact-match span scores. The checkpoint monitor follows the data: val/entity_f1 on
+ner_synth, val/acc otherwise (``rnnlab.config.tag_monitor``).
+"""
 
 from __future__ import annotations
 
@@ -13,18 +27,57 @@ from rnnlab.tasks.base import RecurrentTask
 IGNORE = -100
 
 
+# ------------------------------------------------------------------------------------------- entity spans
+def spans(tags: list[str]) -> set[tuple[str, int, int]]:
+    """Entity spans (type, start, end exclusive) of a BIO tag sequence, read as conlleval reads them.
+
+    A span starts at B-X, and also at an I-X that does not continue an X span (after O, after another type, or
+    at the start); it runs over the following I-X tags. A B-X right after an X span starts a new span.
+    """
+    found = set()
+    start: int | None = None
+    kind: str | None = None
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, t = tag.partition("-")
+        continues = prefix == "I" and t == kind
+        if start is not None and not continues:
+            found.add((kind, start, i))
+            start, kind = None, None
+        if prefix in ("B", "I") and not continues:
+            start, kind = i, t
+    return found
+
+
+def entity_scores(true_tags: list[list[str]], pred_tags: list[list[str]]) -> tuple[float, float, float]:
+    """Precision, recall and F1 of exact-match entity spans over a corpus (conlleval's overall line).
+
+    precision = |T & P| / |P|, recall = |T & P| / |T| and F1 = 2 p r / (p + r), with T and P the sets of
+    (sentence, type, start, end) spans of the true and the predicted tags; a span counts only if its type and both
+    ends match. Each is 0 when undefined (no predicted span, no true span, p + r = 0).
+    """
+    tp = n_pred = n_true = 0
+    for t, p in zip(true_tags, pred_tags, strict=True):
+        ts, ps = spans(t), spans(p)
+        tp += len(ts & ps)
+        n_pred += len(ps)
+        n_true += len(ts)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
 class TagTask(RecurrentTask):
-    """Cross-entropy over the labelled tokens (label -100 is ignored: padding, unscored steps). Logs train/loss,
-    train/acc and, per evaluation, {val,test}/loss and /acc (token accuracy over the labelled tokens); for BIO
-    labels (data=ner_synth) also /entity_f1, /entity_precision and /entity_recall over exact-match spans
-    (conlleval's reading of BIO)."""
+    """Cross-entropy over the labelled steps. Logs train/loss and train/acc per step, {val,test}/loss and /acc per
+    evaluation, and for BIO labels /entity_f1, /entity_precision and /entity_recall (module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._eval: dict[str, dict[str, Any]] = {}
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, C] (a torch tensor for either backend); steps past a sequence's length are zero-input."""
+        """Logits [B, T, C] (a torch tensor for either backend); rows past a sequence's length are meaningless
+        (their labels are -100)."""
         if self.is_numpy:
             out, _, _ = self.net.forward(x.cpu().numpy(), lengths.cpu().numpy(), train=False)
             b, t, f = out.shape
@@ -34,6 +87,8 @@ class TagTask(RecurrentTask):
         return self.net.head(out)
 
     def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
+        """NumPy forward (masked by the lengths), head, cross-entropy over the labelled steps, head and BPTT
+        backward. Steps past a length output zeros and get zero gradient, so they leave the weights alone."""
         from rnnlab.models.numpy.losses import cross_entropy
 
         x, lengths, y = (t.cpu().numpy() for t in batch)
@@ -62,6 +117,7 @@ class TagTask(RecurrentTask):
 
     # ------------------------------------------------------------------------------------------- evaluation
     def _evaluate(self, batch: Any, stage: str) -> None:
+        """Accumulates the split's summed NLL, correct and labelled counts, and (BIO labels) the tag sequences."""
         x, lengths, y = batch
         logits = self(x, lengths)
         acc = self._eval.setdefault(stage, {"nll": 0.0, "correct": 0, "count": 0, "true": [], "pred": []})
@@ -71,20 +127,18 @@ class TagTask(RecurrentTask):
         pred = logits.argmax(-1)
         acc["correct"] += int((pred == y)[mask].sum())
         acc["count"] += int(mask.sum())
-        names = self._label_names()
+        names = self._bio_label_names()
         if names is not None:
             for row_y, row_p, n in zip(y.tolist(), pred.tolist(), lengths.tolist(), strict=True):
                 acc["true"].append([names[i] for i in row_y[:n]])
                 acc["pred"].append([names[i] for i in row_p[:n]])
 
-    def _label_names(self) -> list[str] | None:
-        """BIO label names of the data module (entity scores are computed only for BIO labels)."""
+    def _bio_label_names(self) -> list[str] | None:
+        """The data module's label names if they are BIO tags (entity scores are computed for those only)."""
         names = getattr(getattr(self.trainer, "datamodule", None), "label_names", None) if self._trainer else None
         return names if names and any(n.startswith("B-") for n in names) else None
 
     def _log_split(self, stage: str) -> None:
-        from rnnlab.data.tagging import entity_scores
-
         acc = self._eval.pop(stage, None)
         if not acc or not acc["count"]:
             return

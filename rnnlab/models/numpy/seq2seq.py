@@ -1,0 +1,599 @@
+"""Encoder-decoder with optional attention (task=seq2seq): the network description, its one initializer, the NumPy
+network (hand-written forward and backward) and the decoding algorithms both backends share.
+
+Network (Luong et al., 2015, with Bahdanau's additive score as an option)::
+
+    encoder:  h_1..h_S = RNN_enc(E_src x_1..x_S)        stacked, optionally bidirectional; h_j [F], F = H * D
+    bridge:   s_0^(l) = h_n^(l)                          unidirectional encoder
+              s_0^(l) = W_b [h_n^(l,fwd); h_n^(l,bwd)] + b_b   bidirectional (also c_0^(l) for the LSTM, own W, b)
+    decoder:  s_t = RNN_dec([E_tgt y_{t-1}; h~_{t-1}], s_{t-1})   (input feeding; h~_0 = 0; no h~ without attention)
+    attention (model.attention = additive | dot, see attention.py):
+              a_t = softmax_j(score(s_t, h_j)) over the source positions j < length,  c_t = sum_j a_tj h_j,
+              h~_t = tanh(W_c [c_t; s_t])
+    output:   logits_t = W_o o_t + b_o,   o_t = h~_t with attention, s_t without
+
+s_t is the top decoder layer's state. The decoder has the encoder's cell, hidden size and number of layers.
+
+Teacher forcing: the input token at step t >= 1 is the gold y_{t-1} where ``teacher[b, t]`` is true, and the
+argmax of the network's own logits at step t - 1 otherwise (no gradient flows through the argmax). The task draws
+``teacher`` from a NumPy generator, so both backends make the same choices.
+
+Parameters are a ``{torch name: array}`` dict in the torch model's names and layouts (rnnlab.models.torch.seq2seq).
+``init_seq2seq_parameters`` draws them all from one seeded NumPy generator (rnnlab.models.init's style).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from rnnlab.models.init import recurrent_shapes
+from rnnlab.models.numpy import attention as att
+from rnnlab.models.numpy import memory
+from rnnlab.models.numpy.layers import embedding_backward, embedding_forward
+from rnnlab.models.numpy.stack import CELLS, RecurrentStack, StackCache
+from rnnlab.models.spec import NetSpec
+
+ATTENTIONS = ("none", "additive", "dot")
+
+
+# ------------------------------------------------------------------------------------------------------ spec
+@dataclass(frozen=True)
+class Seq2SeqSpec:
+    """What an encoder-decoder is, independent of the backend that runs it."""
+
+    cell: str  # rnn | lstm | gru (encoder and decoder)
+    src_vocab_size: int
+    tgt_vocab_size: int
+    embed_dim: int  # source and target embeddings
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool  # the encoder only
+    attention: str = "none"  # none | additive | dot
+    dropout: float = 0.0  # between stacked layers (encoder and decoder)
+    nonlinearity: str = "tanh"
+    pad_id: int = 0  # in both vocabularies
+    sos_id: int = 1  # target vocabulary
+    eos_id: int = 2  # target vocabulary
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def features(self) -> int:
+        """Width of an encoder output h_j (the attention's values)."""
+        return self.hidden_size * self.num_directions
+
+    @property
+    def has_attention(self) -> bool:
+        return self.attention != "none"
+
+    @property
+    def decoder_input_size(self) -> int:
+        """E, or E + H with input feeding."""
+        return self.embed_dim + (self.hidden_size if self.has_attention else 0)
+
+    @property
+    def has_key_projection(self) -> bool:
+        """Additive attention projects the values (W_h); dot attention only when F != H."""
+        return self.attention == "additive" or (self.attention == "dot" and self.features != self.hidden_size)
+
+    def encoder_spec(self) -> NetSpec:
+        return NetSpec(self.cell, self.src_vocab_size, self.embed_dim, self.hidden_size, self.num_layers,
+                       self.bidirectional, num_outputs=0, input_features=self.embed_dim)  # fmt: skip
+
+    def decoder_spec(self) -> NetSpec:
+        return NetSpec(self.cell, self.tgt_vocab_size, self.embed_dim, self.hidden_size, self.num_layers,
+                       False, num_outputs=0, input_features=self.decoder_input_size)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_spec(spec: Seq2SeqSpec) -> None:
+    if spec.cell not in CELLS:
+        raise ValueError(f"unknown cell {spec.cell!r}")
+    if spec.attention not in ATTENTIONS:
+        raise ValueError(f"attention must be one of {ATTENTIONS}, got {spec.attention!r}")
+    if spec.embed_dim < 1:
+        raise ValueError("a seq2seq network needs embed_dim >= 1")
+
+
+# ------------------------------------------------------------------------------------------------ initializer
+def init_seq2seq_parameters(spec: Seq2SeqSpec, seed: int) -> dict[str, np.ndarray]:
+    """Every parameter, float64, keyed by the torch model's names, drawn in this order from one generator:
+
+        src_embedding.weight       [Vs, E]        N(0, 1), row pad_id zero      (nn.Embedding)
+        encoder.{weight,bias}_*    torch layout   U(-1/sqrt(H), 1/sqrt(H))      (nn.RNN/LSTM/GRU)
+        tgt_embedding.weight       [Vt, E]        N(0, 1), row pad_id zero
+        decoder.{weight,bias}_*    input E (+ H)  U(-1/sqrt(H), 1/sqrt(H))
+        bridge_h.weight, .bias     [H, 2H], [H]   U(-1/sqrt(2H), 1/sqrt(2H))    bidirectional only (nn.Linear)
+        bridge_c.weight, .bias     [H, 2H], [H]   likewise                      bidirectional LSTM only
+        attention.query.weight     [H, H]         U(-1/sqrt(H), 1/sqrt(H))      additive (W_s)
+        attention.key.weight       [H, F]         U(-1/sqrt(F), 1/sqrt(F))      additive, or dot with F != H (W_h)
+        attention.v.weight         [1, H]         U(-1/sqrt(H), 1/sqrt(H))      additive (v)
+        attention.combine.weight   [H, F + H]     U(-1/sqrt(F+H), 1/sqrt(F+H))  any attention (W_c)
+        output.weight, .bias       [Vt, H], [Vt]  U(-1/sqrt(H), 1/sqrt(H))
+
+    The attention's linear maps have no bias, as in the formulas.
+    """
+    check_spec(spec)
+    rng = np.random.default_rng(seed)
+    H, E, F = spec.hidden_size, spec.embed_dim, spec.features
+    params: dict[str, np.ndarray] = {}
+
+    def uniform(fan_in: int, shape: tuple[int, ...]) -> np.ndarray:
+        bound = 1.0 / math.sqrt(fan_in)
+        return rng.uniform(-bound, bound, size=shape)
+
+    def embedding(vocab: int) -> np.ndarray:
+        w = rng.standard_normal((vocab, E))
+        w[spec.pad_id] = 0.0
+        return w
+
+    params["src_embedding.weight"] = embedding(spec.src_vocab_size)
+    for name, shape in recurrent_shapes(spec.encoder_spec()):
+        params[f"encoder.{name}"] = uniform(H, shape)
+    params["tgt_embedding.weight"] = embedding(spec.tgt_vocab_size)
+    for name, shape in recurrent_shapes(spec.decoder_spec()):
+        params[f"decoder.{name}"] = uniform(H, shape)
+    if spec.bidirectional:
+        for part in ("h", "c") if spec.cell == "lstm" else ("h",):
+            params[f"bridge_{part}.weight"] = uniform(2 * H, (H, 2 * H))
+            params[f"bridge_{part}.bias"] = uniform(2 * H, (H,))
+    if spec.attention == "additive":
+        params["attention.query.weight"] = uniform(H, (H, H))
+    if spec.has_key_projection:
+        params["attention.key.weight"] = uniform(F, (H, F))
+    if spec.attention == "additive":
+        params["attention.v.weight"] = uniform(H, (1, H))
+    if spec.has_attention:
+        params["attention.combine.weight"] = uniform(F + H, (H, F + H))
+    params["output.weight"] = uniform(H, (spec.tgt_vocab_size, H))
+    params["output.bias"] = uniform(H, (spec.tgt_vocab_size,))
+    return params
+
+
+def packing(lengths: Any, B: int, T: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(order, inverse, batch_sizes) as pack_padded_sequence(enforce_sorted=False) sorts a batch (see net.py)."""
+    lengths = np.asarray(lengths).reshape(-1).astype(np.int64)
+    if lengths.shape[0] != B:
+        raise ValueError(f"{lengths.shape[0]} lengths for a batch of {B}")
+    if lengths.min() < 1 or lengths.max() > T:
+        raise ValueError(f"lengths must be in [1, {T}], got {lengths.min()}..{lengths.max()}")
+    order = np.argsort(-lengths, kind="stable")
+    inverse = np.argsort(order)
+    if np.array_equal(order, np.arange(B)):
+        order, inverse = None, None
+    sorted_lengths = np.sort(lengths)[::-1]
+    if sorted_lengths[-1] == T:
+        return order, inverse, None
+    return order, inverse, np.count_nonzero(sorted_lengths[None, :] > np.arange(T)[:, None], axis=1)
+
+
+# ------------------------------------------------------------------------------------------- decoding protocol
+class StepDecoder(Protocol):
+    """What greedy and beam search need from a network (both backends implement it, without gradients)."""
+
+    def start(self, src: Any, src_len: Any) -> tuple[Any, Any]:
+        """Encode a batch: (memory, initial decoder state)."""
+
+    def step(self, memory: Any, state: Any, tokens: np.ndarray) -> tuple[np.ndarray, Any, np.ndarray | None]:
+        """One decoder step for N rows (memory rows = N): (log-probabilities [N, V] float64, new state,
+        attention weights [N, S] or None)."""
+
+    def select(self, memory: Any, state: Any, index: np.ndarray) -> tuple[Any, Any]:
+        """Rows ``index`` of the memory and of the state (beam expansion and reordering)."""
+
+
+def greedy_decode(
+    net: StepDecoder, src: Any, src_len: Any, max_len: int, sos_id: int, eos_id: int, with_attention: bool = False
+) -> tuple[list[list[int]], np.ndarray | None]:
+    """Feed back the argmax token until <eos> (not included in the output) or ``max_len`` steps.
+
+    Returns the token lists and, with ``with_attention``, the weights [B, steps, S] of every step taken.
+    """
+    memory, state = net.start(src, src_len)
+    B = len(src_len)
+    tokens = np.full(B, sos_id, dtype=np.int64)
+    out: list[list[int]] = [[] for _ in range(B)]
+    done = np.zeros(B, dtype=bool)
+    weights = []
+    for _ in range(max_len):
+        log_probs, state, w = net.step(memory, state, tokens)
+        tokens = np.argmax(log_probs, axis=1)
+        if with_attention and w is not None:
+            weights.append(w)
+        for b in np.flatnonzero(~done):
+            if tokens[b] == eos_id:
+                done[b] = True
+            else:
+                out[b].append(int(tokens[b]))
+        if done.all():
+            break
+    attention = np.stack(weights, axis=1) if weights else None
+    return out, attention
+
+
+def beam_search(
+    net: StepDecoder, src: Any, src_len: Any, beam_size: int, max_len: int, sos_id: int, eos_id: int
+) -> list[list[int]]:
+    """Beam search with length-normalised scores; returns the best token list per example (without <eos>).
+
+    Each example keeps ``beam_size`` live hypotheses with summed log-probabilities. At each step the 2K best
+    extensions (ties to the lower beam, then token id) are scanned in order: one ending in <eos> becomes a finished
+    hypothesis with score log p(y) / |y| (|y| counts the <eos>: the mean log-probability per token), the others fill
+    the K live slots. An example stops once it has K finished hypotheses; after ``max_len`` steps its live
+    hypotheses are finished too (unterminated, normalised by their length). The answer is the finished hypothesis
+    with the highest normalised score (the first found on ties). With K = 1 this is exactly greedy decoding.
+    """
+    K = int(beam_size)
+    memory, state = net.start(src, src_len)
+    B = len(src_len)
+    memory, state = net.select(memory, state, np.repeat(np.arange(B), K))
+    tokens = np.full(B * K, sos_id, dtype=np.int64)
+    scores = np.full((B, K), -np.inf)
+    scores[:, 0] = 0.0  # one live hypothesis at the start (the others would duplicate it)
+    hyps: list[list[list[int]]] = [[[] for _ in range(K)] for _ in range(B)]
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
+    done = np.zeros(B, dtype=bool)
+    for _ in range(max_len):
+        log_probs, state, _ = net.step(memory, state, tokens)
+        V = log_probs.shape[1]
+        flat = (scores[:, :, None] + log_probs.reshape(B, K, V)).reshape(B, K * V)
+        top = np.argsort(-flat, axis=1, kind="stable")[:, : 2 * K]
+        new_scores = np.full((B, K), -np.inf)
+        new_from = np.zeros((B, K), dtype=np.int64)
+        new_tokens = np.full((B, K), eos_id, dtype=np.int64)
+        new_hyps: list[list[list[int]]] = [[[] for _ in range(K)] for _ in range(B)]
+        for b in np.flatnonzero(~done):
+            n = 0
+            for idx in top[b]:
+                score = float(flat[b, idx])
+                if score == -np.inf:
+                    break
+                k, v = divmod(int(idx), V)
+                if v == eos_id:
+                    finished[b].append((score / (len(hyps[b][k]) + 1), hyps[b][k]))
+                else:
+                    new_scores[b, n], new_from[b, n], new_tokens[b, n] = score, k, v
+                    new_hyps[b][n] = [*hyps[b][k], v]
+                    n += 1
+                    if n == K:
+                        break
+            if len(finished[b]) >= K:
+                done[b] = True
+        if done.all():
+            break
+        scores, hyps = new_scores, new_hyps
+        index = (np.arange(B)[:, None] * K + new_from).reshape(-1)
+        memory, state = net.select(memory, state, index)
+        tokens = new_tokens.reshape(-1)
+    else:
+        for b in np.flatnonzero(~done):
+            for k in range(K):
+                if scores[b, k] > -np.inf:
+                    finished[b].append((float(scores[b, k]) / max(len(hyps[b][k]), 1), hyps[b][k]))
+    best = []
+    for b in range(B):
+        top_score = max(s for s, _ in finished[b])
+        best.append(next(list(h) for s, h in finished[b] if s == top_score))
+    return best
+
+
+# ------------------------------------------------------------------------------------------------ NumPy network
+@dataclass
+class _Encoded:
+    values: np.ndarray  # encoder outputs [B, S, F] (zero past each length)
+    keys: np.ndarray  # [B, S, H]: W_h h_j, or h_j itself (dot attention, F == H); values when no attention
+    mask: np.ndarray  # [B, S] bool, True at j < length
+    h0: np.ndarray  # decoder initial state [L, B, H]
+    c0: np.ndarray | None  # LSTM
+    cache: Any  # what backward needs (None when decoding)
+
+
+@dataclass
+class _StepCache:
+    tokens: np.ndarray  # [B] input tokens
+    stack: StackCache
+    attention: att.AttentionCache | None
+    combine: att.CombineCache | None
+
+
+@dataclass
+class Seq2SeqCache:
+    encoder: StackCache
+    src_tm: np.ndarray  # [S, B] source ids, time-major, in the encoder's (sorted) order
+    order: np.ndarray | None
+    inverse: np.ndarray | None
+    values: np.ndarray
+    bridge_in: list[np.ndarray]  # bidirectional: [h_fwd; h_bwd] per layer, [L, B, 2H] (and c) for the bridge
+    steps: list[_StepCache] | None = None  # the step-by-step decoder
+    whole: tuple[StackCache, np.ndarray] | None = None  # the one-call decoder (no attention, all steps forced)
+    outputs: np.ndarray | None = None  # o_t [B, T, H], the output layer's input
+
+
+class NumpySeq2Seq:
+    """The NumPy backend's encoder-decoder; ``params`` / ``grads`` are ``{torch name: array}`` dicts of ``dtype``.
+
+    ``forward(src, src_len, tgt_in, teacher)`` -> logits [B, T, Vt] and a cache; ``backward(dlogits, cache)``
+    accumulates every gradient. ``start`` / ``step`` / ``select`` serve greedy and beam search.
+    """
+
+    def __init__(self, spec: Seq2SeqSpec, seed: int, dtype: Any = np.float32):
+        check_spec(spec)
+        self.spec = spec
+        self._dtype = np.dtype(dtype)
+        if self._dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self._dtype}")
+        self.params = {k: memory.copy(v, self._dtype) for k, v in init_seq2seq_parameters(spec, seed).items()}
+        self.grads = {k: memory.zeros(v.shape, self._dtype) for k, v in self.params.items()}
+        self.rng = np.random.default_rng([seed, 1])  # dropout masks; part of ``state_dict``
+        common = dict(params=self.params, grads=self.grads, rng=self.rng, nonlinearity=spec.nonlinearity,
+                      dropout=spec.dropout if spec.num_layers > 1 else 0.0)  # fmt: skip
+        self.encoder = RecurrentStack(spec.cell, spec.hidden_size, spec.num_layers, spec.bidirectional,
+                                      prefix="encoder.", **common)  # fmt: skip
+        self.decoder = RecurrentStack(spec.cell, spec.hidden_size, spec.num_layers, False, prefix="decoder.", **common)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    # ---------------------------------------------------------------------------------------------- parameters
+    def load_arrays(self, arrays: dict[str, Any]) -> None:
+        """Copy named arrays (torch layout, any float dtype) into the parameters; every parameter must be given."""
+        missing, extra = set(self.params) - set(arrays), set(arrays) - set(self.params)
+        if missing or extra:
+            raise KeyError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for name, p in self.params.items():
+            value = np.asarray(arrays[name])
+            if value.shape != p.shape:
+                raise ValueError(f"{name}: shape {value.shape}, expected {p.shape}")
+            np.copyto(p, value, casting="unsafe")
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g.fill(0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"params": {k: p.copy() for k, p in self.params.items()}, "rng": self.rng.bit_generator.state,
+                "dtype": str(self._dtype)}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_arrays(state["params"])
+        if "rng" in state:
+            self.rng.bit_generator.state = state["rng"]
+
+    # ------------------------------------------------------------------------------------------------- encoder
+    def _encode(self, src: np.ndarray, src_len: np.ndarray, train: bool) -> tuple[_Encoded, Seq2SeqCache]:
+        spec, p = self.spec, self.params
+        ids = np.asarray(src)
+        lengths = np.asarray(src_len).reshape(-1).astype(np.int64)
+        B, S = ids.shape
+        order, inverse, batch_sizes = packing(lengths, B, S)
+        src_tm = np.ascontiguousarray((ids if order is None else ids[order]).T)
+        emb = embedding_forward(p["src_embedding.weight"], src_tm)  # [S, B, E]
+        out, h_n, c_n, stack_cache = self.encoder.forward(emb, None, None, batch_sizes, train)
+        if inverse is not None:
+            out, h_n = out[:, inverse], h_n[:, inverse]
+            c_n = None if c_n is None else c_n[:, inverse]
+        values = np.ascontiguousarray(out.transpose(1, 0, 2))  # [B, S, F]
+        mask = np.arange(S)[None, :] < lengths[:, None]
+        keys = values @ p["attention.key.weight"].T if spec.has_key_projection else values
+        bridge_in: list[np.ndarray] = []
+        h0, c0 = h_n, c_n
+        if spec.bidirectional:
+            h_in = np.concatenate([h_n[0::2], h_n[1::2]], axis=-1)  # [L, B, 2H]
+            h0 = h_in @ p["bridge_h.weight"].T + p["bridge_h.bias"]
+            bridge_in.append(h_in)
+            if c_n is not None:
+                c_in = np.concatenate([c_n[0::2], c_n[1::2]], axis=-1)
+                c0 = c_in @ p["bridge_c.weight"].T + p["bridge_c.bias"]
+                bridge_in.append(c_in)
+        cache = Seq2SeqCache(stack_cache, src_tm, order, inverse, values, bridge_in)
+        return _Encoded(values, keys, mask, h0, c0, cache), cache
+
+    # ------------------------------------------------------------------------------------- one decoder step
+    def _attend(self, enc: _Encoded, s: np.ndarray) -> tuple[np.ndarray, Any, Any, np.ndarray]:
+        """(h~, attention cache, combine cache, weights) for the top decoder states s [B, H]."""
+        p = self.params
+        if self.spec.attention == "additive":
+            v = p["attention.v.weight"][0]
+            context, weights, a_cache = att.additive_forward(s, enc.keys, enc.values, enc.mask,
+                                                             p["attention.query.weight"], v)  # fmt: skip
+        else:
+            context, weights, a_cache = att.dot_forward(s, enc.keys, enc.values, enc.mask)
+        h_tilde, c_cache = att.combine_forward(context, s, p["attention.combine.weight"])
+        return h_tilde, a_cache, c_cache, weights
+
+    def _step(
+        self,
+        enc: _Encoded,
+        tokens: np.ndarray,
+        h: np.ndarray,
+        c: np.ndarray | None,
+        feed: np.ndarray | None,
+        train: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, _StepCache, np.ndarray | None]:
+        """(o_t [B, H], h, c, h~ (the next feed), cache, attention weights) for input tokens [B]."""  # fmt: skip
+        e = embedding_forward(self.params["tgt_embedding.weight"], tokens)  # [B, E]
+        x = np.concatenate([e, feed], axis=-1) if self.spec.has_attention else e
+        out, h, c, stack_cache = self.decoder.forward(x[None], h, c, None, train)
+        s = out[0]
+        if not self.spec.has_attention:
+            return s, h, c, None, _StepCache(tokens, stack_cache, None, None), None
+        h_tilde, a_cache, c_cache, weights = self._attend(enc, s)
+        return h_tilde, h, c, h_tilde, _StepCache(tokens, stack_cache, a_cache, c_cache), weights
+
+    # ------------------------------------------------------------------------------------------------ training
+    def forward(
+        self, src: Any, src_len: Any, tgt_in: Any, teacher: np.ndarray | None = None, train: bool = False
+    ) -> tuple[np.ndarray, Seq2SeqCache]:
+        """src [B, S] ids, src_len [B], tgt_in [B, T] decoder inputs (<sos> y_1 .. y_{T-1}), teacher [B, T] bool
+        (None: always the gold token) -> logits [B, T, Vt], cache. ``train`` enables dropout."""
+        spec, p = self.spec, self.params
+        tgt_in = np.asarray(tgt_in)
+        B, T = tgt_in.shape
+        enc, cache = self._encode(src, src_len, train)
+        forced = teacher is None or bool(np.asarray(teacher)[:, 1:].all())
+        if not spec.has_attention and forced:  # the whole target sequence in one call of the stack
+            emb = embedding_forward(p["tgt_embedding.weight"], np.ascontiguousarray(tgt_in.T))  # [T, B, E]
+            out, _, _, dec_cache = self.decoder.forward(emb, enc.h0, enc.c0, None, train)
+            outputs = np.ascontiguousarray(out.transpose(1, 0, 2))
+            cache.whole = (dec_cache, np.ascontiguousarray(tgt_in.T))
+        else:
+            outputs = memory.empty((B, T, spec.hidden_size), self._dtype)
+            h, c = enc.h0, enc.c0
+            feed = np.zeros((B, spec.hidden_size), dtype=self._dtype) if spec.has_attention else None
+            steps = []
+            tokens = tgt_in[:, 0]
+            W_o, b_o = p["output.weight"], p["output.bias"]
+            for t in range(T):
+                if t > 0:
+                    gold = tgt_in[:, t]
+                    if forced:
+                        tokens = gold
+                    else:  # the previous step's prediction where the draw says so
+                        predicted = np.argmax(outputs[:, t - 1] @ W_o.T + b_o, axis=1)
+                        tokens = np.where(np.asarray(teacher)[:, t], gold, predicted)
+                o, h, c, feed, step_cache, _ = self._step(enc, tokens, h, c, feed, train)
+                outputs[:, t] = o
+                steps.append(step_cache)
+            cache.steps = steps
+        cache.outputs = outputs
+        logits = outputs @ p["output.weight"].T + p["output.bias"]
+        return logits, cache
+
+    def backward(self, dlogits: np.ndarray, cache: Seq2SeqCache) -> None:
+        """Gradient of the logits [B, T, Vt] -> every parameter's gradient, accumulated into ``grads``."""
+        spec, p, g = self.spec, self.params, self.grads
+        dlogits = np.asarray(dlogits, dtype=self._dtype)
+        B, T, V = dlogits.shape
+        H = spec.hidden_size
+        d2 = dlogits.reshape(B * T, V)
+        g["output.weight"] += d2.T @ cache.outputs.reshape(B * T, H)
+        g["output.bias"] += d2.sum(axis=0)
+        d_outputs = (d2 @ p["output.weight"]).reshape(B, T, H)
+        d_values = None
+        if cache.whole is not None:
+            dec_cache, tgt_tm = cache.whole
+            d_out_tm = memory.copy(d_outputs.transpose(1, 0, 2), self._dtype)
+            dx, dh, dc = self.decoder.backward(d_out_tm, None, None, dec_cache, need_dx=True)
+            embedding_backward(dx, tgt_tm, g["tgt_embedding.weight"], spec.pad_id)
+        else:
+            dh, dc = None, None
+            d_feed = None
+            E = spec.embed_dim
+            if spec.has_attention:
+                d_values = np.zeros_like(cache.values)
+                d_keys = np.zeros((B, cache.values.shape[1], H if spec.has_key_projection else spec.features),
+                                  dtype=self._dtype)  # fmt: skip
+            for t in range(T - 1, -1, -1):
+                step = cache.steps[t]
+                d_o = d_outputs[:, t]
+                if spec.has_attention:
+                    if d_feed is not None:
+                        d_o = d_o + d_feed
+                    d_context, ds = att.combine_backward(d_o, step.combine, p["attention.combine.weight"],
+                                                         g["attention.combine.weight"])  # fmt: skip
+                    if spec.attention == "additive":
+                        ds_att, dk, dvals = att.additive_backward(
+                            d_context,
+                            step.attention,
+                            p["attention.query.weight"],
+                            p["attention.v.weight"][0],
+                            g["attention.query.weight"],
+                            g["attention.v.weight"][0],
+                        )
+                    else:
+                        ds_att, dk, dvals = att.dot_backward(d_context, step.attention)
+                    ds = ds + ds_att
+                    d_keys += dk
+                    d_values += dvals
+                else:
+                    ds = d_o
+                dx, dh, dc = self.decoder.backward(memory.copy(ds[None], self._dtype), dh, dc, step.stack,
+                                                   need_dx=True)  # fmt: skip
+                dx = dx[0]
+                embedding_backward(dx[:, :E], step.tokens, g["tgt_embedding.weight"], spec.pad_id)
+                d_feed = dx[:, E:] if spec.has_attention else None
+            if spec.has_attention:
+                if spec.has_key_projection:
+                    F = spec.features
+                    g["attention.key.weight"] += d_keys.reshape(-1, H).T @ cache.values.reshape(-1, F)
+                    d_values += d_keys @ p["attention.key.weight"]
+                else:
+                    d_values += d_keys
+        # the bridge: the decoder's initial state from the encoder's final state
+        dh_n, dc_n = dh, dc
+        if spec.bidirectional:
+            dh_n = self._bridge_backward("h", dh, cache.bridge_in[0])
+            if dc is not None:
+                dc_n = self._bridge_backward("c", dc, cache.bridge_in[1])
+        order = cache.order
+        if order is not None:
+            dh_n = dh_n[:, order]
+            dc_n = None if dc_n is None else dc_n[:, order]
+        d_out_tm = None
+        if d_values is not None:
+            d_out_tm = d_values.transpose(1, 0, 2)
+            d_out_tm = memory.copy(d_out_tm if order is None else d_out_tm[:, order], self._dtype)
+        dx, _, _ = self.encoder.backward(d_out_tm, memory.copy(dh_n, self._dtype),
+                                         None if dc_n is None else memory.copy(dc_n, self._dtype),
+                                         cache.encoder, need_dx=True)  # fmt: skip
+        embedding_backward(dx, cache.src_tm, g["src_embedding.weight"], spec.pad_id)
+
+    def _bridge_backward(self, part: str, d_out: np.ndarray, bridge_in: np.ndarray) -> np.ndarray:
+        """x_l = [h_fwd; h_bwd] per layer, y_l = W x_l + b: accumulate dW, db; return d h_n [L * 2, B, H]."""
+        L, B, H = d_out.shape
+        W = self.params[f"bridge_{part}.weight"]
+        self.grads[f"bridge_{part}.weight"] += d_out.reshape(L * B, H).T @ bridge_in.reshape(L * B, 2 * H)
+        self.grads[f"bridge_{part}.bias"] += d_out.reshape(L * B, H).sum(axis=0)
+        dx = d_out @ W  # [L, B, 2H]
+        d_final = np.empty((2 * L, B, H), dtype=self._dtype)
+        d_final[0::2] = dx[..., :H]
+        d_final[1::2] = dx[..., H:]
+        return d_final
+
+    # ------------------------------------------------------------------------------------------------ decoding
+    def start(self, src: Any, src_len: Any) -> tuple[_Encoded, tuple[Any, ...]]:
+        enc, _ = self._encode(src, src_len, train=False)
+        enc.cache = None
+        B = enc.values.shape[0]
+        feed = np.zeros((B, self.spec.hidden_size), dtype=self._dtype) if self.spec.has_attention else None
+        return enc, (enc.h0, enc.c0, feed)
+
+    def step(
+        self, memory_: _Encoded, state: tuple[Any, ...], tokens: np.ndarray
+    ) -> tuple[np.ndarray, tuple[Any, ...], np.ndarray | None]:
+        h, c, feed = state
+        o, h, c, feed, _, weights = self._step(memory_, np.asarray(tokens, dtype=np.int64), h, c, feed, False)
+        logits = (o @ self.params["output.weight"].T + self.params["output.bias"]).astype(np.float64)
+        return log_softmax(logits), (h, c, feed), weights
+
+    def select(self, memory_: _Encoded, state: tuple[Any, ...], index: np.ndarray) -> tuple[_Encoded, tuple]:
+        h, c, feed = state
+        enc = _Encoded(memory_.values[index], memory_.keys[index], memory_.mask[index], memory_.h0, memory_.c0, None)
+        return enc, (h[:, index], None if c is None else c[:, index], None if feed is None else feed[index])
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis (shifted by the row maximum)."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def strip_special(ids: Sequence[int], eos_id: int, skip: Sequence[int] = ()) -> list[int]:
+    """Tokens up to (excluding) the first ``eos_id``, without the ``skip`` ids (e.g. <sos>, <pad>)."""
+    out = []
+    for i in ids:
+        if i == eos_id:
+            break
+        if i not in skip:
+            out.append(int(i))
+    return out

@@ -1,0 +1,220 @@
+"""task=forecast: a window of a multivariate series -> the next ``horizon`` values of the target column(s).
+
+**Model** (direct multi-step): y_hat = W h_T + b, with h_T the top layer's final hidden state (both directions'
+final states concatenated when bidirectional: ``last_hidden``) and a head of horizon * K units, read as
+[horizon, K] (output k * K + j is step k + 1 of target j). Everything is in normalized units
+(rnnlab.data.timeseries: z = (v - mean) / std with training statistics).
+
+**Loss**: MSE on normalized values, 1/(B horizon K) sum (y_hat - y)^2 (F.mse_loss; rnnlab.models.numpy.losses.mse
+on the NumPy backend), logged as train/loss and, over a whole split, {val,test}/loss.
+
+**Metrics** over a whole split, in original units (v = z std + mean), over every window, step and target, in
+float64 (e = v_hat - v):
+
+- ``mae`` = mean |e|; ``rmse`` = sqrt(mean e^2);
+- ``mape`` = 100 * mean_{v != 0} |e| / |v|, in percent. Actual values equal to 0 are skipped (their percentage
+  error is undefined), so on data with many zeros (precipitation) it covers the other values only; near-zero
+  values (log returns, temperatures around 0 deg C) make it large and unstable;
+- ``mae_persistence``: the MAE of the persistence forecast, every future step = the last observed value of the
+  target (the naive baseline a model has to beat).
+
+After every validation a forecast-vs-actual picture (``val/forecast``) goes to TensorBoard and the run's figures.
+
+**Backtest** (data=stocks, test split). At each forecast origin t (every test window, in time order, each period
+once) the model's first forecast step gives a predicted return for period t + 1: exp(r_hat) - 1 when the target is
+the log return, P_hat_{t+1} / P_t - 1 when it is the price. The strategy is long (holds the stock) over period
+t + 1 when that predicted return is > 0 and flat (holds cash, earning 0) otherwise; no costs, no shorting.
+``test/backtest_return`` = prod_t (1 + position_t R_{t+1}) - 1 and ``test/buy_hold_return`` = prod_t (1 + R_{t+1})
+- 1 over the same periods, with R the actual simple return; ``test/backtest_exposure`` is the fraction of periods
+held long. The monitor is val/mae, mode min.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from rnnlab.tasks.base import RecurrentTask
+
+
+def forecast_metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and MAPE (percent, zero actuals skipped; NaN when every actual is 0) of arrays of one shape."""
+    p = np.asarray(pred, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
+    err = p - a
+    nonzero = a != 0
+    mape = float(100.0 * np.mean(np.abs(err[nonzero]) / np.abs(a[nonzero]))) if nonzero.any() else float("nan")
+    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err * err))), "mape": mape}
+
+
+def next_period_returns(
+    pred_next: np.ndarray, actual_next: np.ndarray, last: np.ndarray, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, actual) simple returns of the period after each origin, from forecasts of the target ``kind``
+    ("log_return" or "price"; ``last`` is the last observed price, used for prices only), in original units."""
+    if kind == "log_return":
+        return np.expm1(pred_next), np.expm1(actual_next)
+    if kind == "price":
+        return pred_next / last - 1.0, actual_next / last - 1.0
+    raise ValueError(f"no backtest for a forecast of {kind!r}")
+
+
+def backtest(predicted_return: np.ndarray, actual_return: np.ndarray) -> dict[str, float]:
+    """Long/flat: long over a period when its predicted return is > 0, flat otherwise. Compounded returns of the
+    strategy and of buy-and-hold over the same periods, and the fraction of periods held long."""
+    position = (np.asarray(predicted_return) > 0).astype(np.float64)
+    r = np.asarray(actual_return, dtype=np.float64)
+    return {
+        "backtest_return": float(np.prod(1.0 + position * r) - 1.0),
+        "buy_hold_return": float(np.prod(1.0 + r) - 1.0),
+        "backtest_exposure": float(position.mean()) if len(position) else float("nan"),
+    }
+
+
+class ForecastTask(RecurrentTask):
+    """Logs train/loss and, per split, {val,test}/{loss, mae, rmse, mape, mae_persistence}; on data=stocks also
+    test/{backtest_return, buy_hold_return, backtest_exposure}. ``series`` (from the data module's
+    ``series_info()``: features, targets, horizon, the training normalization statistics, the backtest kind) is
+    saved with the checkpoint, so a reloaded model reports in original units without the data."""
+
+    def __init__(self, *args: Any, series: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.series = series
+        self._outputs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"val": [], "test": []}
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "series_info"):
+            self.series = datamodule.series_info()
+            self.hparams["series"] = self.series  # into every checkpoint's hyper_parameters
+
+    # ------------------------------------------------------------------------------------------- shapes
+    @property
+    def num_targets(self) -> int:
+        return len(self.series["targets"]) if self.series else 1
+
+    @property
+    def horizon(self) -> int:
+        return self.spec.num_outputs // self.num_targets
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized forecasts [B, horizon, K] for normalized windows x [B, window, F] (either backend)."""
+        if self.is_numpy:
+            _, final, _ = self.net.forward(x.cpu().numpy(), train=False)
+            pred, _ = self.net.head_forward(self.net.last_hidden(final))
+            out = torch.from_numpy(pred)
+        else:
+            _, final = self.net(x)
+            out = self.net.head(self.net.last_hidden(final))
+        return out.reshape(out.shape[0], self.horizon, self.num_targets)
+
+    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
+        from rnnlab.models.numpy.losses import mse
+
+        x, y = (t.cpu().numpy() for t in batch)
+        net = self.net
+        _, final, cache = net.forward(x, train=True)
+        pred, head_cache = net.head_forward(net.last_hidden(final))
+        loss, dpred = mse(pred, y.reshape(len(y), -1))
+        if scale != 1.0:
+            dpred *= scale
+        net.backward(None, net.last_hidden_backward(net.head_backward(dpred, head_cache)), cache)
+        return loss, None
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.is_numpy:
+            loss = self.numpy_training_step(batch, batch_idx)[0]
+        else:
+            x, y = batch
+            loss = F.mse_loss(self(x), y.to(self.net.head.weight.dtype))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[1]))
+        return loss
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        x, y = batch
+        pred = self(x).detach().cpu().double().numpy()
+        index = self.series["target_index"] if self.series else [0]
+        last = x[:, -1, index].detach().cpu().double().numpy()  # [B, K]: the last observed (normalized) targets
+        self._outputs[stage].append((pred, y.detach().cpu().double().numpy(), last))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def denormalize(self, z: np.ndarray) -> np.ndarray:
+        """Normalized targets [..., K] -> original units."""
+        if not self.series:
+            return z
+        return z * np.asarray(self.series["target_std"]) + np.asarray(self.series["target_mean"])
+
+    def split_results(self, stage: str) -> dict[str, Any]:
+        """Concatenated (pred, actual, last) of the split in original units, and its metrics."""
+        outputs = self._outputs[stage]
+        pred_z = np.concatenate([o[0] for o in outputs])
+        actual_z = np.concatenate([o[1] for o in outputs])
+        last_z = np.concatenate([o[2] for o in outputs])
+        pred, actual, last = self.denormalize(pred_z), self.denormalize(actual_z), self.denormalize(last_z)
+        metrics = {"loss": float(np.mean((pred_z - actual_z) ** 2)), **forecast_metrics(pred, actual)}
+        persistence = np.broadcast_to(last[:, None, :], actual.shape)
+        metrics["mae_persistence"] = forecast_metrics(persistence, actual)["mae"]
+        kind = self.series.get("backtest") if self.series else None
+        if stage == "test" and kind:
+            predicted_r, actual_r = next_period_returns(pred[:, 0, 0], actual[:, 0, 0], last[:, 0], kind)
+            metrics.update(backtest(predicted_r, actual_r))
+        return {"pred": pred, "actual": actual, "metrics": metrics}
+
+    def _log_split(self, stage: str) -> dict[str, Any] | None:
+        if not self._outputs[stage]:
+            return None
+        results = self.split_results(stage)
+        self._outputs[stage] = []
+        for name, value in results["metrics"].items():
+            self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name == "mae")
+        return results
+
+    def on_validation_epoch_end(self) -> None:
+        results = self._log_split("val")
+        if results is None or self._trainer is None or self.trainer.sanity_checking:
+            return
+        from rnnlab.plots import log_figure
+
+        windows = self.trainer.datamodule.splits["val"] if self.trainer.datamodule is not None else None
+        log_figure(self, "val/forecast", self.plot_forecast(results["pred"], results["actual"], windows))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")
+
+    def plot_forecast(self, pred: np.ndarray, actual: np.ndarray, windows: Any = None) -> Any:
+        """Actual values of the first target against the one-step-ahead forecasts and, for horizon > 1, the
+        forecasts made ``horizon`` steps ahead, each placed at the time it forecasts."""
+        from rnnlab.plots import new_figure
+
+        n, horizon = pred.shape[0], pred.shape[1]
+        times = [None] * horizon
+        if windows is not None and hasattr(windows, "target_times"):
+            times = [t[:n] if (t := windows.target_times(k)) is not None else None for k in range(horizon)]
+
+        def at(step: int) -> Any:
+            return times[step] if times[step] is not None else np.arange(n) + step
+
+        target = self.series["targets"][0] if self.series else "target"
+        fig = new_figure(9.0, 3.8)
+        ax = fig.add_subplot()
+        # the actual series: every window's first target, then the last window's later ones
+        actual_t = np.concatenate([at(0), np.asarray([at(k)[-1] for k in range(1, horizon)], dtype=at(0).dtype)])
+        ax.plot(actual_t, np.concatenate([actual[:, 0, 0], actual[-1, 1:, 0]]), color="black", lw=1.4, label="actual")
+        ax.plot(at(0), pred[:, 0, 0], color="tab:blue", lw=1.1, label="forecast, 1 step ahead")
+        if horizon > 1:
+            ax.plot(at(horizon - 1), pred[:, -1, 0], color="tab:orange", lw=1.0, ls="--",
+                    label=f"forecast, {horizon} steps ahead")  # fmt: skip
+        ax.set_ylabel(target)
+        ax.set_title(f"validation forecast vs actual ({target}), step {self.global_step}")
+        ax.legend(loc="best", fontsize=8)
+        fig.autofmt_xdate()
+        return fig

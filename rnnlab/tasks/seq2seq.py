@@ -1,0 +1,330 @@
+"""task=seq2seq: encoder-decoder with optional attention, on both backends (rnnlab.models.numpy.seq2seq for the
+network and its equations, rnnlab.models.torch.seq2seq for the torch twin).
+
+Training: the mean cross-entropy of the next target token over the real target positions (y_1 .. y_n <eos>; the
+padding carries torch's ignore_index). The decoder is fed the gold previous token with probability
+``task.teacher_forcing`` per (sequence, step), and its own previous argmax otherwise; the choices come from
+``np.random.default_rng([seed, global_step, batch_idx])``, so both backends make the same ones.
+
+Evaluation decodes from the model's own predictions: greedy with ``task.beam_size=1``, else beam search with
+length-normalised scores (mean log-probability per token, <eos> included; see ``beam_search``), at most
+``task.max_decode_len`` tokens. Metrics per split:
+
+* ``loss``: the teacher-forced cross-entropy (every step fed the gold token), per target token;
+* ``exact_match``: the share of sequences whose decoded tokens equal the reference exactly;
+* ``bleu``: corpus BLEU-4 of the decoded token sequences (characters for data=dates, phonemes for data=cmudict;
+  ``corpus_bleu``).
+
+The checkpoint monitor is val/exact_match (max). After every validation, with attention, the attention weights of
+the first ``task.attention_examples`` validation sequences (greedy decoding) go to TensorBoard and the run's
+figures as ``val/attention`` heatmaps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from rnnlab.data.vocab import CharVocab
+from rnnlab.models.numpy.seq2seq import (
+    Seq2SeqSpec,
+    beam_search,
+    greedy_decode,
+    init_seq2seq_parameters,
+    strip_special,
+)
+from rnnlab.tasks.base import RecurrentTask
+
+IGNORE = -100
+VISIBLE = {" ": "␣"}  # heatmap tick labels: a blank would be invisible
+
+
+# ------------------------------------------------------------------------------------------------------- BLEU
+class BleuStats:
+    """Sufficient statistics of corpus BLEU (Papineni et al., 2002), summed over sentence pairs.
+
+    For n = 1..N: m_n = sum over sentences of the clipped n-gram matches (each candidate n-gram counts at most
+    as often as it occurs in the reference), t_n = the number of candidate n-grams; c and r the total candidate
+    and reference lengths. Then
+
+        BLEU = BP * exp((1/N) sum_n log(m_n / t_n)),    BP = 1 if c > r else exp(1 - r / c)
+
+    with no smoothing: BLEU is 0 when some m_n is 0 (no n-gram of that order matches anywhere in the corpus), and
+    0 for an empty candidate corpus. One reference per sentence.
+    """
+
+    def __init__(self, max_n: int = 4):
+        self.max_n = max_n
+        self.matches = [0] * max_n
+        self.totals = [0] * max_n
+        self.cand_len = 0
+        self.ref_len = 0
+
+    def add(self, candidate: Sequence[Any], reference: Sequence[Any]) -> None:
+        self.cand_len += len(candidate)
+        self.ref_len += len(reference)
+        for n in range(1, self.max_n + 1):
+            cand = Counter(tuple(candidate[i : i + n]) for i in range(len(candidate) - n + 1))
+            ref = Counter(tuple(reference[i : i + n]) for i in range(len(reference) - n + 1))
+            self.matches[n - 1] += sum(min(count, ref[gram]) for gram, count in cand.items())
+            self.totals[n - 1] += max(len(candidate) - n + 1, 0)
+
+    def score(self) -> float:
+        if self.cand_len == 0 or min(self.matches) == 0:
+            return 0.0
+        log_precision = sum(math.log(m / t) for m, t in zip(self.matches, self.totals, strict=True)) / self.max_n
+        bp = 1.0 if self.cand_len > self.ref_len else math.exp(1.0 - self.ref_len / self.cand_len)
+        return bp * math.exp(log_precision)
+
+
+def corpus_bleu(candidates: Sequence[Sequence[Any]], references: Sequence[Sequence[Any]], max_n: int = 4) -> float:
+    """Corpus BLEU-``max_n`` of token sequences against one reference each (``BleuStats``)."""
+    stats = BleuStats(max_n)
+    for cand, ref in zip(candidates, references, strict=True):
+        stats.add(cand, ref)
+    return stats.score()
+
+
+# ------------------------------------------------------------------------------------------------------- task
+class Seq2SeqTask(RecurrentTask):
+    """Logs train/loss and train/acc (teacher-forced next-token accuracy) per step; {val,test}/loss, /bleu and
+    /exact_match per evaluation; val/attention heatmaps (module docstring)."""
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        optimizer: dict[str, Any],
+        task: dict[str, Any],
+        vocab: list[str],
+        seed: int,
+        backend: str = "torch",
+        dtype: str = "float32",
+        clip: dict[str, Any] | None = None,
+        accumulate_grad_batches: int = 1,
+    ):
+        # RecurrentTask.__init__ builds a NetSpec network; this task builds an encoder-decoder instead and shares
+        # the rest (optimizers, the NumPy training step, NumPy checkpoints)
+        L.LightningModule.__init__(self)
+        self.save_hyperparameters(  # explicitly: Lightning reads init arguments from frames that call super()
+            dict(spec=spec, optimizer=optimizer, task=task, vocab=vocab, seed=seed, backend=backend, dtype=dtype,
+                 clip=clip, accumulate_grad_batches=accumulate_grad_batches),
+            logger=False,
+        )  # fmt: skip
+        self.spec = Seq2SeqSpec(**spec)
+        self.vocab = CharVocab(vocab)  # the source vocabulary
+        self.backend = backend
+        self.is_numpy = backend == "numpy"
+        if self.is_numpy:
+            from rnnlab.models.numpy.seq2seq import NumpySeq2Seq
+
+            self.net: Any = NumpySeq2Seq(self.spec, seed, dtype=np.dtype(dtype))
+            self.automatic_optimization = False
+        elif backend == "torch":
+            from rnnlab.models.torch.seq2seq import TorchSeq2Seq
+
+            self.net = TorchSeq2Seq(self.spec, seed)
+        else:
+            raise ValueError(f"model.backend={backend} is not available")
+        self._pending_numpy_state: dict[str, Any] | None = None
+        self._teacher: np.ndarray | None = None  # this training step's teacher-forcing choices
+        self._eval: dict[str, dict[str, Any]] = {}
+        self._heatmaps: list[tuple[list[str], list[str], np.ndarray]] = []
+
+    # ------------------------------------------------------------------------------------- network hooks
+    @classmethod
+    def build_spec(cls, model_cfg: Any, datamodule: Any) -> Seq2SeqSpec:
+        """The network for ``model.*`` and the data module's vocabularies (called by rnnlab.train.build_task)."""
+
+        def value(x: Any) -> str:
+            return str(getattr(x, "value", x))
+
+        return Seq2SeqSpec(
+            cell=value(model_cfg.cell),
+            src_vocab_size=len(datamodule.vocab),
+            tgt_vocab_size=len(datamodule.target_vocab),
+            embed_dim=int(model_cfg.embed_dim),
+            hidden_size=int(model_cfg.hidden_size),
+            num_layers=int(model_cfg.num_layers),
+            bidirectional=bool(model_cfg.bidirectional),
+            attention=value(model_cfg.get("attention", "none")),
+            dropout=float(model_cfg.dropout),
+            nonlinearity=value(model_cfg.nonlinearity),
+            pad_id=int(datamodule.pad_id),
+            sos_id=int(datamodule.sos_id),
+            eos_id=int(datamodule.eos_id),
+        )
+
+    @staticmethod
+    def init_arrays(spec: Seq2SeqSpec, seed: int) -> dict[str, np.ndarray]:
+        return init_seq2seq_parameters(spec, seed)
+
+    # ------------------------------------------------------------------------------------------ training
+    def teacher_choices(self, batch_size: int, steps: int, batch_idx: int) -> np.ndarray | None:
+        """[B, T] bool, True where step t is fed the gold token (always at t = 0, <sos>); None when every step is.
+
+        Drawn from ``np.random.default_rng([seed, global_step, batch_idx])``: the same on both backends, and the
+        same again when a resumed run repeats a step.
+        """
+        ratio = float(self.hparams.task.get("teacher_forcing", 1.0))
+        if ratio >= 1.0:
+            return None
+        rng = np.random.default_rng([int(self.hparams.seed), int(self.global_step), int(batch_idx)])
+        teacher = rng.random((batch_size, steps)) < ratio
+        teacher[:, 0] = True
+        return teacher
+
+    @staticmethod
+    def targets(tgt: torch.Tensor, pad_id: int) -> torch.Tensor:
+        """The next-token targets y_1 .. y_n <eos> of a framed target batch, padding as ignore_index."""
+        out = tgt[:, 1:].clone()
+        out[out == pad_id] = IGNORE
+        return out
+
+    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
+        from rnnlab.models.numpy.losses import cross_entropy
+
+        src, src_len, tgt, _ = (t.cpu().numpy() for t in batch)
+        y = self.targets(batch[2], self.spec.pad_id).cpu().numpy()
+        logits, cache = self.net.forward(src, src_len, tgt[:, :-1], self._teacher, train=True)
+        loss, dlogits = cross_entropy(logits, y, ignore_index=IGNORE)
+        if scale != 1.0:
+            dlogits *= scale
+        self.net.backward(dlogits, cache)
+        return loss, torch.from_numpy(logits)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        src, src_len, tgt, _ = batch
+        y = self.targets(tgt, self.spec.pad_id)
+        self._teacher = self.teacher_choices(tgt.shape[0], tgt.shape[1] - 1, batch_idx)
+        if self.is_numpy:
+            loss, logits = self.numpy_training_step(batch, batch_idx)
+        else:
+            teacher = None if self._teacher is None else torch.from_numpy(self._teacher).to(tgt.device)
+            logits = self.net(src, src_len, tgt[:, :-1], teacher)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+        mask = y != IGNORE
+        acc = (logits.argmax(-1).to(y.device) == y)[mask].float().mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
+        self.log("train/acc", acc, batch_size=len(y))
+        return loss
+
+    # ---------------------------------------------------------------------------------------- evaluation
+    def forced_logits(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits [B, T, V] (no dropout, no gradient), a torch tensor for either backend."""
+        if self.is_numpy:
+            logits, _ = self.net.forward(src.cpu().numpy(), src_len.cpu().numpy(), tgt_in.cpu().numpy(), None)
+            return torch.from_numpy(logits)
+        with torch.no_grad():
+            return self.net(src, src_len, tgt_in)
+
+    def decode(self, src: torch.Tensor, src_len: torch.Tensor) -> list[list[int]]:
+        """Token ids decoded from the model's own predictions (greedy or beam search), <eos> excluded."""
+        t, s = self.hparams.task, self.spec
+        src_in, len_in = (src.cpu().numpy(), src_len.cpu().numpy()) if self.is_numpy else (src, src_len)
+        beam = int(t.get("beam_size", 1))
+        max_len = int(t.get("max_decode_len", 40))
+        if beam <= 1:
+            return greedy_decode(self.net, src_in, len_in, max_len, s.sos_id, s.eos_id)[0]
+        return beam_search(self.net, src_in, len_in, beam, max_len, s.sos_id, s.eos_id)
+
+    def _evaluate(self, batch: Any, stage: str, batch_idx: int) -> None:
+        src, src_len, tgt, _ = batch
+        y = self.targets(tgt, self.spec.pad_id)
+        logits = self.forced_logits(src, src_len, tgt[:, :-1])
+        acc = self._eval.setdefault(stage, {"nll": 0.0, "tokens": 0, "exact": 0, "n": 0, "bleu": BleuStats()})
+        acc["nll"] += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double().cpu(),
+                                            y.reshape(-1).cpu(), ignore_index=IGNORE, reduction="sum"))  # fmt: skip
+        acc["tokens"] += int((y != IGNORE).sum())
+        hyps = self.decode(src, src_len)
+        s = self.spec
+        for hyp, row in zip(hyps, tgt.tolist(), strict=True):
+            ref = strip_special(row[1:], s.eos_id, skip=(s.pad_id,))
+            acc["exact"] += int(hyp == ref)
+            acc["n"] += 1
+            acc["bleu"].add(hyp, ref)
+        count = int(self.hparams.task.get("attention_examples", 0))
+        if stage == "val" and batch_idx == 0 and s.has_attention and count > 0:
+            self._keep_heatmaps(src[:count], src_len[:count])
+
+    def _keep_heatmaps(self, src: torch.Tensor, src_len: torch.Tensor) -> None:
+        """Greedy decoding of a few validation sequences with their attention weights, for ``val/attention``."""
+        s = self.spec
+        src_in, len_in = (src.cpu().numpy(), src_len.cpu().numpy()) if self.is_numpy else (src, src_len)
+        max_len = int(self.hparams.task.get("max_decode_len", 40))
+        hyps, weights = greedy_decode(self.net, src_in, len_in, max_len, s.sos_id, s.eos_id, with_attention=True)
+        target_itos = self._target_itos()
+        self._heatmaps = []
+        for b, hyp in enumerate(hyps):
+            n_src = int(src_len[b])
+            steps = min(len(hyp) + 1, weights.shape[1])  # the tokens and the step that emitted <eos>
+            source = [VISIBLE.get(self.vocab.itos[int(i)], self.vocab.itos[int(i)]) for i in src[b, :n_src].tolist()]
+            output = [target_itos[i] if i < len(target_itos) else str(i) for i in hyp] + ["<eos>"]
+            self._heatmaps.append((source, output[:steps], weights[b, :steps, :n_src]))
+
+    def _target_itos(self) -> list[str]:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        vocab = getattr(dm, "target_vocab", None)
+        return list(vocab.itos) if vocab is not None else [str(i) for i in range(self.spec.tgt_vocab_size)]
+
+    def _log_split(self, stage: str) -> None:
+        acc = self._eval.pop(stage, None)
+        if not acc or not acc["n"]:
+            return
+        self.log(f"{stage}/loss", acc["nll"] / max(acc["tokens"], 1), prog_bar=stage == "val")
+        self.log(f"{stage}/exact_match", acc["exact"] / acc["n"], prog_bar=stage == "val")
+        self.log(f"{stage}/bleu", acc["bleu"].score(), prog_bar=stage == "val")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val", batch_idx)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test", batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split("val")
+        heatmaps, self._heatmaps = self._heatmaps, []
+        if heatmaps and self.trainer is not None and not self.trainer.sanity_checking:
+            from rnnlab.plots import log_figure
+
+            log_figure(self, "val/attention", plot_attention(heatmaps, f"step {self.global_step}"))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")
+
+    # ------------------------------------------------------------------------------------------ counting
+    @staticmethod
+    def analysis_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return batch[0], batch[1]
+
+    @staticmethod
+    def tokens_of(batch: Any) -> int:
+        """Target tokens predicted in a batch (y_1 .. y_n <eos> per sequence)."""
+        return int((batch[3] - 1).sum())
+
+
+def plot_attention(heatmaps: list[tuple[list[str], list[str], np.ndarray]], title: str) -> Any:
+    """One heatmap per example: rows are the decoded tokens (the step that emitted them), columns the source
+    tokens, colour the attention weight a_tj."""
+    from rnnlab.plots import new_figure
+
+    n = len(heatmaps)
+    width = max(4.0, 0.28 * max(len(src) for src, _, _ in heatmaps) + 2.0)
+    height = sum(1.2 + 0.25 * len(out) for _, out, _ in heatmaps)
+    fig = new_figure(width, height)
+    axes = fig.subplots(n, 1, squeeze=False)[:, 0]
+    for ax, (source, output, weights) in zip(axes, heatmaps, strict=True):
+        image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(source)), source, fontsize=7)
+        ax.set_yticks(range(len(output)), output, fontsize=7)
+        ax.set_xlabel("source")
+        ax.set_ylabel("decoded")
+        fig.colorbar(image, ax=ax, fraction=0.03)
+    axes[0].set_title(f"attention weights, {title}")
+    return fig

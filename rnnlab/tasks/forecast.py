@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from rnnlab.tasks.base import RecurrentTask
+from rnnlab.tasks.regress import RegressTask
 
 
 def forecast_metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -74,7 +73,7 @@ def backtest(predicted_return: np.ndarray, actual_return: np.ndarray) -> dict[st
     }
 
 
-class ForecastTask(RecurrentTask):
+class ForecastTask(RegressTask):
     """Logs train/loss and, per split, {val,test}/{loss, mae, rmse, mape, mae_persistence}; on data=stocks also
     test/{backtest_return, buy_hold_return, backtest_exposure}. ``series`` (from the data module's
     ``series_info()``: features, targets, horizon, the training normalization statistics, the backtest kind) is
@@ -101,37 +100,10 @@ class ForecastTask(RecurrentTask):
         return self.spec.num_outputs // self.num_targets
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized forecasts [B, horizon, K] for normalized windows x [B, window, F] (either backend)."""
-        if self.is_numpy:
-            _, final, _ = self.net.forward(x.cpu().numpy(), train=False)
-            pred, _ = self.net.head_forward(self.net.last_hidden(final))
-            out = torch.from_numpy(pred)
-        else:
-            _, final = self.net(x)
-            out = self.net.head(self.net.last_hidden(final))
+        """Normalized forecasts [B, horizon, K] for normalized windows x [B, window, F] (either backend); the
+        loss and the training step are RegressTask's (MSE from the final hidden state)."""
+        out = super().forward(x)
         return out.reshape(out.shape[0], self.horizon, self.num_targets)
-
-    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
-        from rnnlab.models.numpy.losses import mse
-
-        x, y = (t.cpu().numpy() for t in batch)
-        net = self.net
-        _, final, cache = net.forward(x, train=True)
-        pred, head_cache = net.head_forward(net.last_hidden(final))
-        loss, dpred = mse(pred, y.reshape(len(y), -1))
-        if scale != 1.0:
-            dpred *= scale
-        net.backward(None, net.last_hidden_backward(net.head_backward(dpred, head_cache)), cache)
-        return loss, None
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if self.is_numpy:
-            loss = self.numpy_training_step(batch, batch_idx)[0]
-        else:
-            x, y = batch
-            loss = F.mse_loss(self(x), y.to(self.net.head.weight.dtype))
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[1]))
-        return loss
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _evaluate(self, batch: Any, stage: str) -> None:

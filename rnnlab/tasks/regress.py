@@ -42,7 +42,7 @@ class RegressTask(RecurrentTask):
         net = self.net
         _, final, cache = net.forward(x, train=True)
         pred, head_cache = net.head_forward(net.last_hidden(final))
-        loss, dpred = mse(pred, y)
+        loss, dpred = mse(pred, y.reshape(pred.shape))  # forecast targets [B, horizon, K] are flat here
         if scale != 1.0:
             dpred *= scale
         net.backward(None, net.last_hidden_backward(net.head_backward(dpred, head_cache)), cache)

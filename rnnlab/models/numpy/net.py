@@ -34,6 +34,7 @@ from rnnlab.models.numpy.layers import (
     linear_backward,
     linear_forward,
 )
+from rnnlab.models.numpy.params import NumpyParameters
 from rnnlab.models.numpy.stack import CELLS, RecurrentStack, StackCache
 from rnnlab.models.spec import NetSpec
 
@@ -68,7 +69,7 @@ class _StepPlan:
     logits: np.ndarray  # [C]
 
 
-class NumpyRecurrentNet:
+class NumpyRecurrentNet(NumpyParameters):
     """The NumPy backend's network. Parameters and gradients are ``{torch name: array}`` dicts of ``dtype``."""
 
     def __init__(self, spec: NetSpec, seed: int, dtype: Any = np.float32):
@@ -98,39 +99,8 @@ class NumpyRecurrentNet:
         )
         self._plan: _StepPlan | None = None
 
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
-    # ------------------------------------------------------------------------------------------- parameters
-    def load_arrays(self, arrays: dict[str, Any]) -> None:
-        """Copy named arrays (torch layout, any float dtype) into the parameters; every parameter must be given."""
-        missing, extra = set(self.params) - set(arrays), set(arrays) - set(self.params)
-        if missing or extra:
-            raise KeyError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
-        for name, p in self.params.items():
-            value = np.asarray(arrays[name])
-            if value.shape != p.shape:
-                raise ValueError(f"{name}: shape {value.shape}, expected {p.shape}")
-            np.copyto(p, value, casting="unsafe")
-        self._plan = None
-
-    def zero_grad(self) -> None:
-        for g in self.grads.values():
-            g.fill(0)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Parameters (copies) and the dropout generator's state: what a checkpoint needs to resume exactly."""
-        return {
-            "params": {name: p.copy() for name, p in self.params.items()},
-            "rng": self.rng.bit_generator.state,
-            "dtype": str(self._dtype),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.load_arrays(state["params"])
-        if "rng" in state:
-            self.rng.bit_generator.state = state["rng"]
+    def _parameters_changed(self) -> None:
+        self._plan = None  # the generation step's precomputed matrices
 
     # ---------------------------------------------------------------------------------------------- forward
     def forward(

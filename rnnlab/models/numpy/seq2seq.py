@@ -35,6 +35,7 @@ from rnnlab.models.init import recurrent_shapes
 from rnnlab.models.numpy import attention as att
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import embedding_backward, embedding_forward
+from rnnlab.models.numpy.params import NumpyParameters
 from rnnlab.models.numpy.stack import CELLS, RecurrentStack, StackCache
 from rnnlab.models.spec import NetSpec
 
@@ -318,7 +319,7 @@ class Seq2SeqCache:
     outputs: np.ndarray | None = None  # o_t [B, T, H], the output layer's input
 
 
-class NumpySeq2Seq:
+class NumpySeq2Seq(NumpyParameters):
     """The NumPy backend's encoder-decoder; ``params`` / ``grads`` are ``{torch name: array}`` dicts of ``dtype``.
 
     ``forward(src, src_len, tgt_in, teacher)`` -> logits [B, T, Vt] and a cache; ``backward(dlogits, cache)``
@@ -339,35 +340,6 @@ class NumpySeq2Seq:
         self.encoder = RecurrentStack(spec.cell, spec.hidden_size, spec.num_layers, spec.bidirectional,
                                       prefix="encoder.", **common)  # fmt: skip
         self.decoder = RecurrentStack(spec.cell, spec.hidden_size, spec.num_layers, False, prefix="decoder.", **common)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
-    # ---------------------------------------------------------------------------------------------- parameters
-    def load_arrays(self, arrays: dict[str, Any]) -> None:
-        """Copy named arrays (torch layout, any float dtype) into the parameters; every parameter must be given."""
-        missing, extra = set(self.params) - set(arrays), set(arrays) - set(self.params)
-        if missing or extra:
-            raise KeyError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
-        for name, p in self.params.items():
-            value = np.asarray(arrays[name])
-            if value.shape != p.shape:
-                raise ValueError(f"{name}: shape {value.shape}, expected {p.shape}")
-            np.copyto(p, value, casting="unsafe")
-
-    def zero_grad(self) -> None:
-        for g in self.grads.values():
-            g.fill(0)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"params": {k: p.copy() for k, p in self.params.items()}, "rng": self.rng.bit_generator.state,
-                "dtype": str(self._dtype)}  # fmt: skip
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.load_arrays(state["params"])
-        if "rng" in state:
-            self.rng.bit_generator.state = state["rng"]
 
     # ------------------------------------------------------------------------------------------------- encoder
     def _encode(self, src: np.ndarray, src_len: np.ndarray, train: bool) -> tuple[_Encoded, Seq2SeqCache]:

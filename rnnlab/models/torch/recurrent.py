@@ -13,6 +13,17 @@ from rnnlab.models.spec import NetSpec
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for the LSTM
 
 
+@torch.no_grad()
+def copy_arrays_into(module: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    """Copy named NumPy arrays into ``module``'s parameters (cast to their dtype); the names must match exactly."""
+    params = dict(module.named_parameters())
+    missing, extra = set(params) - set(arrays), set(arrays) - set(params)
+    if missing or extra:
+        raise KeyError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
+    for name, p in params.items():
+        p.copy_(torch.from_numpy(np.asarray(arrays[name])).to(p.dtype))
+
+
 class TorchRecurrentNet(nn.Module):
     """The torch backend's network. Inputs are token ids [B, T]; ``batch_first`` throughout."""
 
@@ -41,15 +52,9 @@ class TorchRecurrentNet(nn.Module):
         self.head = nn.Linear(spec.features, spec.num_outputs)
         self.load_arrays(init_parameters(spec, seed))
 
-    @torch.no_grad()
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Copy named NumPy arrays (torch layout) into the parameters; every parameter must be given."""
-        params = dict(self.named_parameters())
-        missing, extra = set(params) - set(arrays), set(arrays) - set(params)
-        if missing or extra:
-            raise KeyError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
-        for name, p in params.items():
-            p.copy_(torch.from_numpy(np.asarray(arrays[name])).to(p.dtype))
+        copy_arrays_into(self, arrays)
         self.rnn.flatten_parameters()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.models.numpy.seq2seq import Seq2SeqSpec, check_spec, init_seq2seq_parameters
+from rnnlab.models.torch.recurrent import copy_arrays_into
 
 State = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # (h [L, B, H], c or None, feed or None)
 
@@ -78,15 +79,9 @@ class TorchSeq2Seq(nn.Module):
         self.output = nn.Linear(H, spec.tgt_vocab_size)
         self.load_arrays(init_seq2seq_parameters(spec, seed))
 
-    @torch.no_grad()
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Copy named NumPy arrays (torch layout) into the parameters; every parameter must be given."""
-        params = dict(self.named_parameters())
-        missing, extra = set(params) - set(arrays), set(arrays) - set(params)
-        if missing or extra:
-            raise KeyError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
-        for name, p in params.items():
-            p.copy_(torch.from_numpy(np.asarray(arrays[name])).to(p.dtype))
+        copy_arrays_into(self, arrays)
         self.encoder.flatten_parameters()
         self.decoder.flatten_parameters()
 

@@ -53,21 +53,27 @@ def batch_slice(batch: Any, n: int) -> Any:
     return type(batch)(t[:n] for t in batch) if isinstance(batch, tuple | list) else batch[:n]
 
 
-def hidden_gradient_norms(task: Any, batch: Any) -> np.ndarray:
+def hidden_gradient_norms(task: Any, batch: Any, clone: Any = None) -> np.ndarray:
     """||dL/dh_t|| over the batch for every layer/direction and step, [num_layers * num_directions, T], from the
-    task's own loss (its ``numpy_loss_and_backward``) at the current weights."""
-    clone = glass_box(task)
+    task's own loss (its ``numpy_loss_and_backward``) at the current weights (``clone``: a ``glass_box(task)``
+    to reuse)."""
+    clone = clone if clone is not None else glass_box(task)
     stack = clone.net.stack
     T = int(task.analysis_inputs(batch)[0].shape[1])
-    stack.dh_norms = np.zeros((stack.num_layers * stack.num_directions, T))
-    clone.numpy_loss_and_backward(batch)
-    return stack.dh_norms
+    norms = stack.dh_norms = np.zeros((stack.num_layers * stack.num_directions, T))
+    try:
+        clone.numpy_loss_and_backward(batch)
+    finally:
+        stack.dh_norms = None  # record during this backward only
+    return norms
 
 
-def hidden_states_and_gates(task: Any, batch: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def hidden_states_and_gates(
+    task: Any, batch: Any, clone: Any = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Top-layer outputs [B, T, H * D], lengths [B] (or None) and, for an LSTM, the first layer's forward-direction
     gate activations [T, 4, B, H] (i, f, g, o; in the batch's own order), evaluated without dropout."""
-    clone = glass_box(task)
+    clone = clone if clone is not None else glass_box(task)
     x, lengths = task.analysis_inputs(batch)
     x = x.cpu().numpy()
     lengths = None if lengths is None else lengths.cpu().numpy()
@@ -233,13 +239,14 @@ class AnalysisPictures(L.Callback):
             return
         spec = pl_module.spec
         what = f"{spec.cell} ({pl_module.backend}), step {trainer.global_step}"
-        norms = hidden_gradient_norms(pl_module, batch)
+        clone = glass_box(pl_module)  # one float64 copy of the current weights for every picture
+        norms = hidden_gradient_norms(pl_module, batch, clone)
         log_figure(pl_module, "analysis/hidden_grad_norm",
                    plot_hidden_grad_norms(norms, spec, f"gradient through time: {what}"))  # fmt: skip
         if self.steps:
             log_figure(pl_module, "analysis/grad_norm_per_layer",
                        plot_grad_history(self.steps, self.history, f"gradient norm per layer: {what}"))  # fmt: skip
-        out, lengths, gates = hidden_states_and_gates(pl_module, batch)
+        out, lengths, gates = hidden_states_and_gates(pl_module, batch, clone)
         log_figure(pl_module, "analysis/hidden_pca",
                    plot_pca(out, lengths, f"hidden states, PCA: {what}", self.max_pca_sequences))  # fmt: skip
         if gates is not None:

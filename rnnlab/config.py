@@ -254,6 +254,8 @@ class ForecastDataConfig(DataConfig):
     features: list[str] | None = None  # input columns (None: the source's defaults); the target is always one
     val_fraction: float = 0.15  # split by time: train, then val, then test
     test_fraction: float = 0.15
+    log_target: bool = False  # model ln(target): a multiplicative trend and season become additive (targets > 0)
+    residual: bool = False  # forecast the change from the last observed target: persistence + a learned correction
 
 
 @dataclass

@@ -212,8 +212,10 @@ def test_metrics_are_in_original_units_and_the_checkpoint_keeps_the_statistics(c
     loaded = ForecastTask.load_from_checkpoint(ckpt, map_location="cpu")
     series = loaded.hparams["series"]
     train_rows = pd.read_csv(AIRLINE_CSV)["passengers"].to_numpy(np.float64)[:86]
-    assert series["target_mean"] == [pytest.approx(train_rows.mean(), rel=1e-12)]
-    assert series["target_std"] == [pytest.approx(train_rows.std(), rel=1e-12)]
+    assert series["log_target"]  # conf/data/airline.yaml: ln(passengers),
+    assert series["residual"]  # forecast as the change from the last month
+    assert series["target_mean"] == [pytest.approx(np.log(train_rows).mean(), rel=1e-12)]
+    assert series["target_std"] == [pytest.approx(np.log(train_rows).std(), rel=1e-12)]
     x, y = run.datamodule.splits["val"].collate([0, 1])
     pred = loaded.denormalize(loaded(x).double().numpy())
     assert pred.shape == (2, 6, 1)
@@ -284,3 +286,48 @@ def test_forecast_head_layout_is_horizon_by_target():
     np.testing.assert_allclose(y[0, :, 1].double().numpy() * dm.scaler.std[1] + dm.scaler.mean[1], rows**2,
                                rtol=1e-5)  # fmt: skip
     assert torch.equal(y.reshape(1, -1)[0, 1::2], y[0, :, 1])
+
+
+# ------------------------------------------------------------------------------ log targets, residual head
+def test_log_target_models_the_logarithm_and_refuses_non_positive_values():
+    t = np.arange(50, dtype=np.float64)
+
+    def module(offset: float) -> ForecastDataModule:
+        def load() -> pd.DataFrame:
+            frame = {"t": t, "u": (t + offset) ** 2}
+            return pd.DataFrame(frame, index=pd.date_range("2000-01-01", periods=50, freq="D"))
+
+        return ForecastDataModule("toy", load, ["t", "u"], ["u"], 4, 2, 1, val_fraction=0.2, test_fraction=0.2,
+                                  batch_size=8, log_target=True)  # fmt: skip
+
+    dm = module(1.0)
+    dm.setup("fit")
+    train_u = (t[:30] + 1.0) ** 2
+    assert dm.scaler.mean[1] == pytest.approx(np.log(train_u).mean(), rel=1e-12)  # statistics of ln(u), not u
+    assert dm.scaler.mean[0] == pytest.approx(t[:30].mean(), rel=1e-12)  # other columns stay as they are
+    with pytest.raises(DataError, match=r"data.log_target=true: data=toy column u has values <= 0"):
+        module(0.0).setup("fit")  # u = 0 on the first day
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_a_residual_forecast_with_a_zero_head_is_persistence_in_original_units(compose, recorder, backend):
+    """y_hat = z_last + W h + b: with W = 0 and b = 0 every forecast is the last observed month, so once the
+    normalization and the logarithm are undone the forecasts are the persistence forecasts, month by month."""
+    train(compose(*AIRLINE, f"model.backend={backend}", "trainer.max_steps=2", "trainer.precision=64"))
+    run = recorder.runs[-1]
+    model = run.model
+    if model.is_numpy:
+        for name in ("head.weight", "head.bias"):
+            model.net.params[name][...] = 0.0
+    else:
+        with torch.no_grad():
+            model.net.head.weight.zero_()
+            model.net.head.bias.zero_()
+    test = run.datamodule.splits["test"]
+    x, _ = test.collate(list(range(len(test))))
+    with torch.no_grad():
+        pred = model.denormalize(model(x.double()).double().numpy())
+    passengers = pd.read_csv(AIRLINE_CSV)["passengers"].to_numpy(np.float64)[115:]  # the 29 test months
+    last = passengers[11 : 11 + len(test)]  # the last input month of every test window
+    np.testing.assert_allclose(pred, np.broadcast_to(last[:, None, None], pred.shape), rtol=1e-6)  # float32 windows
+    assert run.test_metrics["test/mae_persistence"] == pytest.approx(85.25, abs=1e-9)

@@ -41,6 +41,10 @@ target columns), predicted all at once (direct multi-step). Training windows sta
 (s_i = i * stride); validation and test windows start at every row (stride 1), so every forecast origin of the
 split is scored once and the backtest trades every period.
 
+**Log targets.** With ``data.log_target=true`` the target columns (which must be positive) are replaced by their
+natural logarithm before anything else, as inputs and as targets; the task maps forecasts back with exp. With
+``data.residual=true`` the task forecasts the change from the last observed target (rnnlab.tasks.forecast).
+
 **Normalization.** Each feature is standardised with the mean and the (population) standard deviation of the
 training rows only (a constant feature gets std 1): z = (v - mean) / std. Inputs and targets are normalized
 alike (a target is also an input); the network predicts normalized targets, the task reports metrics after
@@ -299,6 +303,8 @@ class ForecastDataModule(_Loaders):
         pin_memory: bool = False,
         seed: int = 0,
         backtest: str | None = None,
+        log_target: bool = False,
+        residual: bool = False,
     ):
         super().__init__(batch_size, num_workers, pin_memory, seed)
         self.name = name
@@ -309,6 +315,8 @@ class ForecastDataModule(_Loaders):
         self.window, self.horizon, self.stride = window, horizon, stride
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.backtest = backtest
+        self.log_target = log_target
+        self.residual = residual
         self.vocab = CharVocab([])  # float inputs: no symbols
         self.input_features = len(self.features)
         self.num_outputs = horizon * len(self.targets)
@@ -319,9 +327,15 @@ class ForecastDataModule(_Loaders):
         if self.splits:
             return
         frame = self.load()
-        values = frame[self.features].to_numpy(np.float64)
+        values = frame[self.features].to_numpy(np.float64, copy=True)
         if not np.isfinite(values).all():
             raise DataError(f"data={self.name}: the series holds missing or infinite values")
+        if self.log_target:
+            target_values = values[:, self.target_index]
+            if (target_values <= 0).any():
+                bad = self.targets[int(np.nonzero((target_values <= 0).any(axis=0))[0][0])]
+                raise DataError(f"data.log_target=true: data={self.name} column {bad} has values <= 0")
+            values[:, self.target_index] = np.log(target_values)
         times = frame.index.to_numpy() if isinstance(frame.index, pd.DatetimeIndex) else None
         self.bounds = split_bounds(len(values), self.val_fraction, self.test_fraction)
         need = self.window + self.horizon
@@ -364,6 +378,8 @@ class ForecastDataModule(_Loaders):
             "target_mean": self.scaler.mean[idx].tolist(),
             "target_std": self.scaler.std[idx].tolist(),
             "backtest": self.backtest,
+            "log_target": self.log_target,
+            "residual": self.residual,
         }
 
 
@@ -416,5 +432,7 @@ def build_forecast(data_cfg: Any, seed: int, cache_dir: str | None, **common: An
         test_fraction=float(data_cfg.test_fraction),
         seed=seed,
         backtest=backtest,
+        log_target=bool(data_cfg.get("log_target", False)),
+        residual=bool(data_cfg.get("residual", False)),
         **common,
     )

@@ -5,6 +5,11 @@ final states concatenated when bidirectional: ``last_hidden``) and a head of hor
 [horizon, K] (output k * K + j is step k + 1 of target j). Everything is in normalized units
 (rnnlab.data.timeseries: z = (v - mean) / std with training statistics).
 
+With ``data.residual=true`` the head forecasts the change from the last observed target instead:
+y_hat = z_last + W h_T + b (the persistence forecast plus a learned correction; the MSE gradient with respect to
+the head's output is unchanged). With ``data.log_target=true`` the targets are modelled as ln(v), so a trend and
+a season that grow with the level (airline passengers) become additive; metrics are reported after exp.
+
 **Loss**: MSE on normalized values, 1/(B horizon K) sum (y_hat - y)^2 (F.mse_loss; rnnlab.models.numpy.losses.mse
 on the NumPy backend), logged as train/loss and, over a whole split, {val,test}/loss.
 
@@ -99,6 +104,14 @@ class ForecastTask(RegressTask):
     def horizon(self) -> int:
         return self.spec.num_outputs // self.num_targets
 
+    def prediction_offset(self, x: torch.Tensor) -> torch.Tensor | None:
+        """With ``data.residual=true``: the last observed (normalized) targets, repeated for every horizon step, so
+        the network forecasts the change from persistence (y_hat = z_last + W h_T + b)."""
+        if not (self.series and self.series.get("residual")):
+            return None
+        index = self.series["target_index"] if self.series else [0]
+        return x[:, -1, index].repeat(1, self.horizon)  # output k * K + j is step k + 1 of target j
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized forecasts [B, horizon, K] for normalized windows x [B, window, F] (either backend); the
         loss and the training step are RegressTask's (MSE from the final hidden state)."""
@@ -120,10 +133,11 @@ class ForecastTask(RegressTask):
         self._evaluate(batch, "test")
 
     def denormalize(self, z: np.ndarray) -> np.ndarray:
-        """Normalized targets [..., K] -> original units."""
+        """Normalized targets [..., K] -> original units (exp of the result with ``data.log_target``)."""
         if not self.series:
             return z
-        return z * np.asarray(self.series["target_std"]) + np.asarray(self.series["target_mean"])
+        v = z * np.asarray(self.series["target_std"]) + np.asarray(self.series["target_mean"])
+        return np.exp(v) if self.series.get("log_target") else v
 
     def split_results(self, stage: str) -> dict[str, Any]:
         """Concatenated (pred, actual, last) of the split in original units, and its metrics."""

@@ -26,14 +26,20 @@ class RegressTask(RecurrentTask):
         super().__init__(*args, **kwargs)
         self.mse = torch.nn.ModuleDict({"val": MeanSquaredError(), "test": MeanSquaredError()})
 
+    def prediction_offset(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A term added to the head's output [B, num_outputs] (a baseline the network corrects), or None."""
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions [B, num_outputs] for float inputs [B, T, F] (a torch tensor for either backend)."""
         if self.is_numpy:
             _, final, _ = self.net.forward(x.cpu().numpy(), train=False)
-            pred, _ = self.net.head_forward(self.net.last_hidden(final))
-            return torch.from_numpy(pred)
-        _, final = self.net(x)
-        return self.net.head(self.net.last_hidden(final))
+            pred = torch.from_numpy(self.net.head_forward(self.net.last_hidden(final))[0])
+        else:
+            _, final = self.net(x)
+            pred = self.net.head(self.net.last_hidden(final))
+        offset = self.prediction_offset(x)
+        return pred if offset is None else pred + offset.to(pred.dtype)
 
     def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
         from rnnlab.models.numpy.losses import mse
@@ -42,6 +48,9 @@ class RegressTask(RecurrentTask):
         net = self.net
         _, final, cache = net.forward(x, train=True)
         pred, head_cache = net.head_forward(net.last_hidden(final))
+        offset = self.prediction_offset(batch[0])  # d(pred + offset)/d pred = 1: the gradient is unchanged
+        if offset is not None:
+            pred = pred + offset.cpu().numpy().astype(pred.dtype)
         loss, dpred = mse(pred, y.reshape(pred.shape))  # forecast targets [B, horizon, K] are flat here
         if scale != 1.0:
             dpred *= scale

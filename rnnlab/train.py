@@ -7,8 +7,12 @@ config from ``hydra.compose``. torch and lightning are imported inside the funct
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import statistics
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +160,12 @@ def _route_lightning_logs() -> None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Train and test one configuration; returns ``cfg.optimized_metric`` (for sweepers), or None."""
+    """Train and test one configuration; returns ``cfg.optimized_metric`` (for sweepers), or None.
+
+    Rank 0 ends by writing ``<run_dir>/summary.json`` (:func:`run_summary`) and, for TensorBoard loggers, the
+    hyperparameters with the final metrics (the HPARAMS tab).
+    """
+    started = time.perf_counter()
     validate(cfg)
     check_inputs(cfg)
     run_dir = Path(cfg.paths.run_dir)
@@ -221,17 +230,123 @@ def train(cfg: DictConfig) -> float | None:
         # otherwise leave it behind the final state.
         trainer.save_checkpoint(Path(saver.dirpath) / f"{saver.CHECKPOINT_NAME_LAST}{saver.FILE_EXTENSION}")
 
+    if cfg.optimized_metric and cfg.optimized_metric not in metrics and _can_validate(trainer):
+        # max_steps ended the fit before its first validation (a short sweep trial): score the final weights,
+        # so that the sweeper still gets a value. After last.ckpt is written: a validation may change state that a
+        # resume needs (the language model's carried hidden state)
+        import logging
+
+        logging.getLogger("rnnlab").info("No validation ran during fit: validating the final weights")
+        results = trainer.validate(model, datamodule=datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+
     test_metrics: dict[str, float] = {}
-    best = saver.best_model_path if saver is not None else ""
+    best_path = saver.best_model_path if saver is not None else ""
     if cfg.run_test and not trainer.interrupted:
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 
-    value = metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
-    if saver is not None and saver.monitor == cfg.optimized_metric and saver.best_model_score is not None:
-        value = float(saver.best_model_score)  # the best validation, the one the test split was scored with
+    best = {}  # the monitored metric's best validation, the one the test split was scored with
+    if saver is not None and saver.monitor and saver.best_model_score is not None:
+        best[saver.monitor] = float(saver.best_model_score)
+    value = None
+    if cfg.optimized_metric:
+        value = best.get(cfg.optimized_metric, metrics.get(cfg.optimized_metric))
     _report(cfg, model, trainer, run_dir, seed, metrics, test_metrics)
+    if trainer.global_rank == 0:
+        final = {
+            "val/loss": metrics.get("val/loss"),
+            cfg.task.monitor: best.get(cfg.task.monitor, metrics.get(cfg.task.monitor)),
+            **test_metrics,
+        }
+        _log_hparams_with_metrics(trainer, flat_hparams(cfg, seed), final)
+        summary = run_summary(cfg, model, trainer, seed, metrics, test_metrics, value, time.perf_counter() - started)
+        write_json_atomic(run_dir / "summary.json", summary)
     return value
+
+
+def _can_validate(trainer: Any) -> bool:
+    return not (trainer.interrupted or trainer.fast_dev_run or trainer.limit_val_batches == 0)
+
+
+def _log_hparams_with_metrics(trainer: Any, hparams: dict[str, Any], metrics: dict[str, float | None]) -> None:
+    """Log the hyperparameters again, now with the run's final metrics (``val/acc`` as ``hparams/val_acc``), so
+    that TensorBoard's HPARAMS tab can compare runs by them."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    final = {"hparams/" + k.replace("/", "_"): v for k, v in metrics.items() if v is not None}
+    if not final:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(hparams, metrics=final, step=trainer.global_step)
+            logger.finalize("success")  # flush (the writer reopened after the fit closed it)
+
+
+def count_parameters(model: Any) -> int:
+    """The network's trainable numbers: torch parameters, or the NumPy arrays of model.backend=numpy."""
+    if getattr(model, "is_numpy", False):
+        return int(sum(p.size for p in model.net.params.values()))
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def step_statistics(step_times: list[float], step_samples: list[int]) -> tuple[float | None, float | None]:
+    """(median step in ms, samples per second), skipping the first 5 steps as warm-up when there are more than 10."""
+    skip = 5 if len(step_times) > 10 else 0
+    times, samples = step_times[skip:], step_samples[skip:]
+    if not times or sum(times) <= 0:
+        return None, None
+    return statistics.median(times) * 1e3, (sum(samples) / sum(times) if samples else None)
+
+
+def run_summary(
+    cfg: DictConfig,
+    model: Any,
+    trainer: Any,
+    seed: int,
+    metrics: dict[str, float],
+    test_metrics: dict[str, float],
+    value: float | None,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The content of ``summary.json``: one run's outcome, for rnnlab-report (which relies on these keys)."""
+    from rnnlab.callbacks import PeakMemory, Timing
+
+    timing = next((c for c in trainer.callbacks if isinstance(c, Timing)), None)
+    memory = next((c for c in trainer.callbacks if isinstance(c, PeakMemory)), None)
+    step_ms, samples_per_s = step_statistics(timing.step_times, timing.step_samples) if timing else (None, None)
+    return {
+        "status": "interrupted" if trainer.interrupted else "completed",
+        "seed": seed,
+        "hparams": flat_hparams(cfg, seed),
+        "fit_metrics": metrics,
+        "test_metrics": test_metrics,
+        "optimized_metric": cfg.optimized_metric,
+        "optimized_value": value,
+        "num_params": count_parameters(model),
+        "step_ms_median": step_ms,
+        "samples_per_s": samples_per_s,
+        "peak_rss_mb": memory.peak_rss_mb if memory else None,
+        "peak_rss_delta_mb": memory.peak_rss_delta_mb if memory else None,
+        "wall_s": wall_s,
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "backend": str(cfg.model.backend),
+        "cell": str(cfg.model.cell),
+        "task": str(cfg.task.name),
+        "data": str(cfg.data.name),
+        "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
+    """Write a temporary file next to ``path``, then rename it over ``path``: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(json.dumps(content, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _log_numpy_summary(net: Any) -> None:

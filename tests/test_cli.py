@@ -58,7 +58,9 @@ def test_help_lists_every_group_and_option(tmp_path):
     out = result.stdout
     assert out.startswith("rnnlab-train: train a recurrent network")
     conf = Path(config_dir())
-    for group in ("model", "task", "data", "optimizer", "trainer", "logger", "callbacks", "experiment", "debug"):
+    groups = ["model", "task", "data", "optimizer", "trainer", "logger", "callbacks", "experiment", "hparams_search",
+              "debug"]  # fmt: skip
+    for group in groups:
         line = re.search(rf"^{group}:\s+(.*)$", out, re.MULTILINE)
         assert line, group
         listed = set(re.findall(r"[a-z0-9_]+", re.sub(r"\([^)]*\)", "", line.group(1))))  # asides in parentheses

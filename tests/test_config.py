@@ -21,7 +21,19 @@ CLASSIFY = ("task=classify", "data=synthetic_text")
 
 # ----------------------------------------------------------------------------------- every group option
 CONF = Path(config_dir())
-GROUPS = ["model", "task", "data", "optimizer", "trainer", "logger", "callbacks", "paths", "experiment", "debug"]
+GROUPS = [
+    "model",
+    "task",
+    "data",
+    "optimizer",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "experiment",
+    "debug",
+    "hparams_search",
+]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 
@@ -45,7 +57,8 @@ def expected_leaves(group: str, option: str) -> dict[str, Any]:
             leaves.update(expected_leaves(group, entry))  # e.g. trainer/cpu.yaml extends trainer/default.yaml
         elif isinstance(entry, dict):
             for key, value in entry.items():
-                if key.startswith("override /"):
+                if key.startswith("override /") and (CONF / key.removeprefix("override /")).is_dir():
+                    # (not hydra/sweeper: optuna, which the plugin package provides)
                     leaves.update(expected_leaves(key.removeprefix("override /"), value))
     is_global = "@package _global_" in path.read_text()
     leaves.update(_flatten(raw, "" if is_global else f"{group}.") if raw else {})
@@ -56,11 +69,15 @@ def composed_value(cfg: DictConfig, dotted: str) -> Any:
     node: Any = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
     parts = dotted.split(".")
     while parts:
-        if parts[0] in node:
-            node = node[parts.pop(0)]
-        else:  # a key with a dot in it, such as hydra.sweeper.params["data.length"]
-            node = node[".".join(parts)]
-            break
+        # the longest key that matches first: a key can hold dots, as hydra.sweeper.params["model.num_layers"]
+        # next to hydra.sweeper.params["model"]
+        for n in range(len(parts), 0, -1):
+            if ".".join(parts[:n]) in node:
+                node = node[".".join(parts[:n])]
+                del parts[:n]
+                break
+        else:
+            raise KeyError(dotted)
     return node
 
 
@@ -88,8 +105,16 @@ def test_every_group_has_its_options():
         "logger": ["csv", "default", "tensorboard"],
         "callbacks": ["analysis", "default", "none"],
         "paths": ["default"],
-        "experiment": ["char_lm_small", "classify_synthetic", "vanishing_gradient", "vanishing_gradient_copy"],
+        "experiment": [
+            "char_lm_small",
+            "classify_synthetic",
+            "study_controlled",
+            "study_original",
+            "vanishing_gradient",
+            "vanishing_gradient_copy",
+        ],
         "debug": ["fast_dev_run", "limit", "overfit"],
+        "hparams_search": ["char_lm_optuna", "classify_optuna"],
     }
 
 

@@ -1,7 +1,7 @@
 """Every task x data pair of the catalogue, on both backends, from the real command line: a few training steps,
 a short validation and test, then a check that each job logged its task's metric.
 
-    .venv/bin/python scripts/check_catalogue.py            # 15 rows x 2 backends, one multirun per row
+    .venv/bin/python scripts/check_catalogue.py            # every task x data pair x 2 backends, one multirun per row
     .venv/bin/python scripts/check_catalogue.py --keep DIR # keep the runs in DIR (default: a temporary dir)
 
 One `rnnlab-train -m` per row of CATALOGUE (data=a,b x model.backend=torch,numpy), so Lightning is imported once per
@@ -19,9 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+
 # (task, data options, extra overrides, metric every job must log)
 CATALOGUE: list[tuple[str, str, list[str], str]] = [
-    ("language_model", "shakespeare,synthetic_text", [], "val/bpc"),
+    ("language_model", "shakespeare", [], "val/bpc"),
+    ("language_model", "text_file", [f"data.path={ROOT / 'README.md'}"], "val/bpc"),  # any UTF-8 text file
     ("language_model", "shakespeare", ["data.tbptt=true"], "val/ppl"),
     ("classify", "synthetic_text", [], "val/acc"),
     ("classify", "imdb", ["data.limit_samples=600"], "val/acc"),  # data.limit_samples: one data per row (Hydra

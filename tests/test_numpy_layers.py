@@ -628,3 +628,16 @@ def test_parameters_follow_init_and_load_arrays_checks_names():
         net.load_arrays({k: v for k, v in arrays.items() if k != "head.bias"})
     net.load_arrays({k: 2 * v for k, v in arrays.items()})
     np.testing.assert_array_equal(net.params["head.bias"], (2 * arrays["head.bias"]).astype(np.float32))
+
+
+def test_release_idle_drops_only_buffers_nothing_refers_to():
+    held = memory.empty((400, 1000), np.float64)  # 3.2 MB: pooled
+    freed = memory.empty((500, 1000), np.float64)
+    del freed
+    released = memory.release_idle()
+    assert released >= 500 * 1000 * 8  # at least the freed buffer went
+    assert memory._pool_bytes >= held.nbytes  # the held array's buffer stays pooled
+    assert memory.release_idle() == 0  # nothing else is idle
+    again = memory.empty((500, 1000), np.float64)
+    del again
+    assert memory.release_idle() >= 500 * 1000 * 8  # `again` is idle now

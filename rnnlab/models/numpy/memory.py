@@ -104,3 +104,14 @@ def copy(a: Any, dtype: Any = None) -> np.ndarray:
     out = empty(a.shape, a.dtype if dtype is None else dtype)
     np.copyto(out, a, casting="unsafe")
     return out
+
+
+def release_idle() -> int:
+    """Drop every pooled buffer that no array refers to (the C allocator may then return it to the system);
+    returns the bytes released. For measurements and long-lived processes that move on to other shapes."""
+    global _pool_bytes
+    with _lock:
+        idle = [key for key, raw in _pool.items() if _refcount(raw) == _IDLE_REFCOUNT]
+        released = sum(_pool.pop(key).nbytes for key in idle)
+        _pool_bytes -= released
+    return released

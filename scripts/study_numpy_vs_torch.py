@@ -337,6 +337,12 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
+def largest(*values: float) -> float:
+    """The largest of the values that are numbers (NaN: not measured, e.g. no train/loss logged); NaN if none."""
+    numbers = [v for v in values if v is not None and not math.isnan(v)]
+    return max(numbers) if numbers else math.nan
+
+
 def portable_paths(report: Path, work: Path) -> None:
     """The committed report names run directories relative to the repository (as the default ``--work`` puts
     them), not by this machine's absolute paths."""
@@ -507,14 +513,15 @@ def _report_lines(work, tmp, quick, elapsed, np, collect_runs, pair_runs, write_
         lines += table(["optimizer", "cell", "layers", "dirs", "params", "test acc torch", "test acc numpy",
                         "max Δ train/loss", "max Δ val/loss", f"first step Δ > {APART:g}",
                         "step time numpy/torch"], rows)  # fmt: skip
-        together = [p for p in pairs_out if p["apart_step"] is None and max(p["train_gap"], p["val_gap"]) <= APART]
+        together = [p for p in pairs_out if p["apart_step"] is None and largest(p["train_gap"], p["val_gap"]) <= APART]
         apart = [p for p in pairs_out if p not in together]
         same_acc = sum(1 for p in pairs_out if p["acc_numpy"] == p["acc_torch"])
         facts["controlled_together"] = len(together)
         facts["controlled_pairs"] = len(pairs_out)
-        facts["controlled_together_gap"] = float(np.nanmax([[p["train_gap"], p["val_gap"]] for p in together]))
-        facts["controlled_sgd_gap"] = float(np.nanmax([[p["train_gap"], p["val_gap"]] for p in pairs_out
-                                                       if p["optimizer"] == "sgd"] or [[math.nan]]))  # fmt: skip
+        facts["controlled_together_gap"] = largest(*(g for p in together for g in (p["train_gap"], p["val_gap"])))
+        facts["controlled_sgd_gap"] = largest(
+            *(g for p in pairs_out if p["optimizer"] == "sgd" for g in (p["train_gap"], p["val_gap"]))
+        )
         facts["controlled_max_acc_diff"] = max(abs(p["acc_numpy"] - p["acc_torch"]) for p in pairs_out)
         facts["controlled_apart"] = ", ".join(
             f"{p['optimizer']} {p['cell']} {p['layers']}-layer {'bi' if p['directions'] == 2 else 'uni'}" for p in apart

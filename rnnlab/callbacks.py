@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import resource
 import sys
 import time
@@ -69,7 +71,8 @@ class Timing(L.Callback):
         self._logged_at = len(self.step_times)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("time/epoch_s", time.perf_counter() - self._epoch_t0, on_step=False, on_epoch=True)
+        seconds = time.perf_counter() - self._epoch_t0  # sync_dist: the mean over the processes of a DDP run
+        pl_module.log("time/epoch_s", seconds, on_step=False, on_epoch=True, sync_dist=True)
 
 
 def _proc_status_mb(field: str) -> float | None:
@@ -127,3 +130,138 @@ class PeakMemory(L.Callback):
         if trainer.is_global_zero:  # self.log is refused in on_train_end: hand the values to the loggers
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
+
+
+class DivergenceGuard(L.Callback):
+    """Stops the fit at the first NaN or Inf in the training loss or the gradients, before the optimizer step that
+    would carry it into the weights, with a :class:`rnnlab.errors.DivergenceError` whose message is one line::
+
+        divergence: train/loss is nan at step 37 (epoch 0, batch 37); last good checkpoint: .../last.ckpt
+
+    ``step`` is ``trainer.global_step``, the optimizer steps completed before the bad one (the count checkpoint
+    names use): the weights of step 37 produced the NaN. The gradient check is on the total 2-norm of all
+    gradients before clipping (clipping by norm turns an Inf into NaNs, clipping by value into finite numbers, and
+    both would hide the divergence otherwise). Since the error is raised inside the fit, train() never writes its
+    final last.ckpt, and ModelCheckpoint's ``save_on_exception`` is switched off for it: the checkpoints already on
+    disk are the last good ones.
+
+    torch backend (automatic optimization): ``on_before_backward`` keeps each batch's loss tensor and
+    ``on_before_optimizer_step`` (gradients complete, not yet clipped) adds the gradient norm to it and tests the
+    sum once: one device synchronisation per optimizer step. NumPy backend (manual optimization): the task's
+    ``numpy_training_step`` calls :meth:`check` with its loss (a Python float) and with the gradient norm its
+    clipping computes anyway (by norm; otherwise one ``np.vdot`` per array). Under fp16 mixed precision Inf
+    gradients are the loss scaler's business (it skips those steps), so only the loss is checked there.
+
+    ``callbacks.divergence=null`` switches the guard off; ``check_gradients=false`` keeps the loss check only.
+    """
+
+    def __init__(self, check_loss: bool = True, check_gradients: bool = True) -> None:
+        self.check_loss = check_loss
+        self.check_gradients = check_gradients
+        self._losses: list[tuple[int, torch.Tensor]] = []  # (batch index, loss) since the last optimizer step
+        self._batch_idx = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        self._batch_idx = idx
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if self.check_loss:
+            self._losses.append((self._batch_idx, loss.detach()))
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if getattr(pl_module, "is_numpy", False):
+            return  # the NumPy task has checked before its own clipping
+        losses, self._losses = self._losses, []
+        norm = None
+        if self.check_gradients and getattr(trainer.precision_plugin, "scaler", None) is None:
+            norm = torch_grad_norm(pl_module.parameters())
+        total = None
+        for _, loss in losses:
+            total = loss if total is None else total + loss
+        if norm is not None:
+            total = norm if total is None else total + norm
+        if total is None or bool(torch.isfinite(total)):
+            return
+        for batch_idx, loss in losses:  # something is not finite: say what (or a finite sum overflowed: go on)
+            self.check(trainer, "train/loss", float(loss), batch_idx)
+        if norm is not None:
+            self.check(trainer, "gradient norm", float(norm), self._batch_idx)
+
+    def check(self, trainer: L.Trainer, what: str, value: float, batch_idx: int) -> None:
+        """Raise DivergenceError when ``value`` (``what`` at batch ``batch_idx`` of this epoch) is NaN or Inf."""
+        if math.isfinite(value):
+            return
+        from rnnlab.errors import DivergenceError
+
+        step, epoch = int(trainer.global_step), int(trainer.current_epoch)
+        checkpoint = last_good_checkpoint(trainer)
+        if checkpoint is None:
+            where = f"none (nothing was saved before step {step}; run directory: {_shown(trainer.default_root_dir)})"
+        else:
+            where = _shown(checkpoint)
+        raise DivergenceError(
+            f"divergence: {what} is {value} at step {step} (epoch {epoch}, batch {batch_idx}); "
+            f"last good checkpoint: {where}",
+            what=what,
+            value=value,
+            step=step,
+            epoch=epoch,
+            batch=batch_idx,
+            checkpoint=checkpoint,
+        )
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        from rnnlab.errors import DivergenceError
+
+        if isinstance(exception, DivergenceError):  # the weights in memory produced the NaN: save nothing of them
+            for saver in trainer.checkpoint_callbacks:
+                if getattr(saver, "save_on_exception", False):
+                    saver.save_on_exception = False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._losses = []
+
+
+def divergence_guard(trainer: L.Trainer | None) -> DivergenceGuard | None:
+    """The trainer's DivergenceGuard, or None (no trainer, or callbacks.divergence=null)."""
+    if trainer is None:
+        return None
+    return next((c for c in trainer.callbacks if isinstance(c, DivergenceGuard)), None)
+
+
+def torch_grad_norm(parameters: Any) -> torch.Tensor | None:
+    """The total 2-norm of the parameters' gradients (as clip_grad_norm_ computes it), None when there are none."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return None
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: foreach norms, one tensor
+    if total_norm is not None:
+        return total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def numpy_grad_norm(grads: dict[str, Any]) -> float:
+    """The total 2-norm of NumPy gradients (one BLAS dot product per array); Inf or NaN when any entry is."""
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values() if g is not None))
+
+
+def last_good_checkpoint(trainer: L.Trainer) -> str | None:
+    """The newest checkpoint ModelCheckpoint has written in this fit (last.ckpt, else the best one), or None."""
+    for saver in trainer.checkpoint_callbacks:
+        for path in (getattr(saver, "last_model_path", ""), getattr(saver, "best_model_path", "")):
+            if path and os.path.isfile(path):
+                return str(path)
+    return None
+
+
+def _shown(path: Any) -> str:
+    """A path relative to the working directory when it is below it, else as given."""
+    text = str(path)
+    try:
+        rel = os.path.relpath(text)
+    except ValueError:  # another drive (Windows)
+        return text
+    return text if rel.startswith("..") else rel

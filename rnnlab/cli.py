@@ -26,7 +26,7 @@ def config_dir() -> str:
 # ------------------------------------------------------------------------------------ error lines
 def one_line_error(ex: BaseException) -> str | None:
     """One readable line for a user error (bad override, bad value, bad file), or None for a bug."""
-    from hydra.errors import HydraException, MissingConfigException
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     from rnnlab.errors import RnnlabError
@@ -37,6 +37,12 @@ def one_line_error(ex: BaseException) -> str | None:
         if isinstance(seen, RnnlabError):
             return str(seen).splitlines()[0]
         seen = seen.__cause__
+
+    from rnnlab.launchers import submitit_error_line  # no srun; a job that SLURM killed (hydra/launcher=slurm_*)
+
+    submitit_line = submitit_error_line(ex)
+    if submitit_line is not None:
+        return submitit_line
 
     if isinstance(ex, MissingConfigException):
         text = str(ex)
@@ -55,6 +61,16 @@ def one_line_error(ex: BaseException) -> str | None:
         hint = _did_you_mean(omega) if "not in" in reason else ""
         prefix = f"{key}: " if key else ""
         return f"{prefix}{reason}{hint}"
+    lexer = "LexerNoViableAltException: "
+    if isinstance(ex, OverrideParseException) and str(ex).startswith(lexer) and "^" in str(ex):
+        # Hydra's "LexerNoViableAltException: key=va|ue" and a caret under the character it cannot read
+        caret = str(ex).splitlines()[1].index("^") - len(lexer)
+        override = str(ex).splitlines()[0][len(lexer) :]
+        bad = override[caret] if 0 <= caret < len(override) else "?"
+        return (
+            f"cannot parse the override {override!r}: {bad!r} is not allowed in an unquoted value; "
+            f"quote it, e.g. {override.partition('=')[0]}='{override.partition('=')[2]}'"
+        )
     if isinstance(ex, HydraException):
         return " ".join(str(ex).split())
     return None
@@ -92,6 +108,8 @@ def _install_error_reporter() -> None:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             line = one_line_error(ex)
+            if _report_failed_jobs() and line is not None:  # a sweep raised its first failure: all are listed
+                sys.exit(1)
             if line is None:
 
                 def reraise(err: Exception = ex) -> Any:
@@ -117,10 +135,16 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     except Exception as ex:
         # A single run ends here with one line; in a sweep the error goes back to Hydra so the other jobs go on.
         line = one_line_error(ex)
-        if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+        if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        sys.stderr.write(f"rnnlab: error: {line}\n")
-        sys.exit(1)
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            sys.stderr.write(f"rnnlab: error: {line}\n")
+            sys.exit(1)
+        if not str(hydra_cfg.launcher.get("_target_", "")).endswith(".BasicLauncher"):
+            # the job runs in a worker (joblib) or its own process (submitit): its stderr, the job's log, says why
+            sys.stderr.write(f"rnnlab: error: {line}\n")
+        raise
 
 
 def _lazy_help_groups() -> None:
@@ -148,8 +172,23 @@ def _lazy_help_groups() -> None:
     Hydra.get_help = get_help  # type: ignore[method-assign]
 
 
+def _report_failed_jobs() -> bool:
+    """After a sweep: print its failed jobs (directory and one line each) to stderr; True if there were any."""
+    from rnnlab.sweeps import finish_sweep, format_failures
+
+    total, failed = finish_sweep()
+    if failed:
+        sys.stderr.write(format_failures(total, failed))
+    return bool(failed)
+
+
 def train_main() -> None:
-    """``rnnlab-train``: the Hydra app."""
+    """``rnnlab-train``: the Hydra app. A sweep with failed jobs lists them and exits with status 1."""
+    from rnnlab.distributed import quiet_argv
+
     _install_error_reporter()
     _lazy_help_groups()
+    sys.argv = [sys.argv[0], *quiet_argv(sys.argv[1:])]  # ranks > 0 of torchrun/srun/DDP: no Hydra files of their own
     _hydra_train()
+    if _report_failed_jobs():  # the sweeper went on past its failures (Optuna's max_failure_rate)
+        sys.exit(1)

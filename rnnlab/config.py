@@ -8,6 +8,8 @@ imports torch. This module must stay light: ``rnnlab-train --help`` imports it.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from rnnlab.distributed import launch_devices, launch_nodes, run_stamp
 from rnnlab.errors import ConfigError
 
 
@@ -443,6 +446,11 @@ def job_dirname(overrides: str, limit: int = 120) -> str:
 
 
 OmegaConf.register_new_resolver("rnnlab_job_dirname", job_dirname, replace=True)
+# conf/hydra/default.yaml's run directory stamp: one per run, the same in every process of a torchrun or srun launch
+OmegaConf.register_new_resolver("rnnlab_run_stamp", run_stamp, use_cache=True, replace=True)
+# conf/trainer/ddp.yaml: devices and num_nodes as torchrun or srun started the processes
+OmegaConf.register_new_resolver("rnnlab_launch_devices", launch_devices, replace=True)
+OmegaConf.register_new_resolver("rnnlab_launch_nodes", launch_nodes, replace=True)
 
 TAG_MONITOR = {"ner_synth": "val/entity_f1"}  # task=tag data whose labels are BIO entity tags
 
@@ -469,7 +477,8 @@ def _positive(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> None:
     value = _get(cfg, key)
     if value is None:
         return
-    if (allow_zero and value < 0) or (not allow_zero and value <= 0):
+    # "not (ok)" so that nan fails too; inf is no size, rate or count either
+    if not ((value >= 0 if allow_zero else value > 0) and math.isfinite(value)):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{key} must be {bound}, got {value}")
 
@@ -509,7 +518,7 @@ def _check_numpy_trainer(trainer: DictConfig) -> None:
         count = int(count)
     except (TypeError, ValueError):
         count = 2  # a device string such as "0,1"
-    if count > 1:
+    if count > 1 or count < 0:  # -1: every device
         raise ConfigError(f"model.backend=numpy runs in one process; use trainer.devices=1 (got {devices})")
     if trainer.num_nodes != 1:
         raise ConfigError(f"model.backend=numpy runs in one process: trainer.num_nodes={trainer.num_nodes} must be 1")
@@ -518,12 +527,55 @@ def _check_numpy_trainer(trainer: DictConfig) -> None:
             f"model.backend=numpy computes in float32 or float64: trainer.precision must be 32 or 64, "
             f"got {trainer.precision}"
         )
+
+
+def _check_trainer(trainer: DictConfig) -> None:
+    """The loop limits and the gradient settings, before Lightning is imported (Lightning checks the rest when the
+    Trainer is built, which train() does before it loads any data)."""
+    for key, low in (("max_epochs", -1), ("max_steps", -1), ("min_epochs", 0), ("min_steps", 0)):
+        value = trainer[key]
+        if value is not None and value < low:
+            no_limit = " (-1: no limit)" if low == -1 else ""
+            raise ConfigError(f"trainer.{key} must be >= {low}{no_limit}, got {value}")
+    interval = trainer.val_check_interval  # Lightning accepts 0 and then divides by it in the first step
+    if not isinstance(interval, bool) and (
+        (isinstance(interval, int) and interval < 1) or (isinstance(interval, float) and not 0 < interval <= 1)
+    ):
+        raise ConfigError(
+            f"trainer.val_check_interval must be a number of batches >= 1 or a fraction of the epoch in (0, 1], "
+            f"got {interval}"
+        )
+    every = trainer.check_val_every_n_epoch
+    if every is not None and every < 1:
+        raise ConfigError(f"trainer.check_val_every_n_epoch must be >= 1 or null, got {every}")
+    clip = trainer.gradient_clip_val
+    if clip is not None and not (clip >= 0 and math.isfinite(clip)):
+        raise ConfigError(f"trainer.gradient_clip_val must be >= 0 or null, got {clip}")
     if trainer.gradient_clip_algorithm not in (None, "norm", "value"):
         raise ConfigError(
             f"trainer.gradient_clip_algorithm must be norm or value, got {trainer.gradient_clip_algorithm}"
         )
     if trainer.accumulate_grad_batches < 1:
         raise ConfigError(f"trainer.accumulate_grad_batches must be >= 1, got {trainer.accumulate_grad_batches}")
+
+
+def _check_added_keys(cfg: DictConfig) -> None:
+    """A key added with ``+`` to a typed group (``+model.hiden_size=3``, ``+foo=1``) would be read by nothing and
+    silently ignored: refuse it. ``trainer`` is left out (extra keys go to lightning.Trainer, which checks them),
+    and so are ``logger`` and ``callbacks`` (``+callbacks.name={_target_: ...}`` adds a callback)."""
+    for group in ("", "model", "task", "data", "optimizer", "paths"):
+        node = cfg[group] if group else cfg
+        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        if not (schema is not None and dataclasses.is_dataclass(schema)):
+            continue
+        known = [f.name for f in dataclasses.fields(schema)]
+        extra = [str(k) for k in node if k not in known and not (k == "hydra" and not group)]
+        if not extra:
+            continue
+        prefix = f"{group}." if group else ""
+        close = difflib.get_close_matches(extra[0], known, n=1)
+        hint = f"did you mean {prefix}{close[0]}?" if close else f"valid keys: {', '.join(known)}"
+        raise ConfigError(f"{prefix}{extra[0]}: not a key of {schema.__name__}, so nothing would read it; {hint}")
 
 
 def _check_seq2seq(cfg: DictConfig) -> None:
@@ -558,6 +610,9 @@ def _check_seq2seq(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that a schema cannot express. Raises ConfigError (one line)."""
+    _check_added_keys(cfg)
+    if cfg.seed is not None and not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed must be in [0, 2**32) or null, got {cfg.seed}")
     for key in ("model.hidden_size", "model.num_layers", "data.batch_size"):
         _positive(cfg, key)
     _positive(cfg, "model.embed_dim", allow_zero=True)
@@ -568,9 +623,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"optimizer.lr must be a finite number > 0, got {lr}")
     _positive(cfg, "optimizer.weight_decay", allow_zero=True)
     if cfg.optimizer.name == OptimizerName.adam:
-        b1, b2 = cfg.optimizer.betas
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ConfigError(f"optimizer.betas must both be in [0, 1), got {[b1, b2]}")
+        betas = list(cfg.optimizer.betas)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {betas}")
+        _positive(cfg, "optimizer.eps", allow_zero=True)
+    if cfg.optimizer.name == OptimizerName.adagrad:
+        for key in ("optimizer.lr_decay", "optimizer.initial_accumulator_value", "optimizer.eps"):
+            _positive(cfg, key, allow_zero=True)
     if cfg.optimizer.name == OptimizerName.sgd:
         _positive(cfg, "optimizer.momentum", allow_zero=True)
         if cfg.optimizer.nesterov and (cfg.optimizer.momentum <= 0 or cfg.optimizer.dampening != 0):
@@ -578,6 +637,7 @@ def validate(cfg: DictConfig) -> None:
 
     if cfg.model.nonlinearity != Nonlinearity.tanh and cfg.model.cell != Cell.rnn:
         raise ConfigError(f"model.nonlinearity applies to model=rnn only, not model={cfg.model.cell.value}")
+    _check_trainer(cfg.trainer)
     if cfg.model.backend == Backend.numpy:
         _check_numpy_trainer(cfg.trainer)
 
@@ -594,7 +654,7 @@ def validate(cfg: DictConfig) -> None:
         )
     _check_seq2seq(cfg)
     if cfg.data.kind == DataKind.char_corpus:
-        if OmegaConf.is_missing(cfg.data, "path"):
+        if OmegaConf.is_missing(cfg.data, "path") or (cfg.data.name == "text_file" and cfg.data.path is None):
             raise ConfigError(f"data.path is required for data={cfg.data.name}: data.path=/path/to/text.txt")
         _positive(cfg, "data.seq_len")
         _fraction(cfg, "data.val_fraction", low_open=True)

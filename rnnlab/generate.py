@@ -79,8 +79,18 @@ def load_language_model(path: str, device: str = "cpu") -> Any:
     import torch
 
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise UsageError(f"ckpt_path: a directory, not a checkpoint file: {path}")
     if not file.is_file():
         raise UsageError(f"ckpt_path: file not found: {path}")
+    if file.stat().st_size == 0:
+        raise UsageError(f"ckpt_path: the file is empty: {path}")
+    try:
+        where = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise UsageError(f"device: not a torch device: {device!r} ({str(err).splitlines()[0]})") from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device={device}: CUDA is not available on this machine; use device=cpu")
     try:
         saved = torch.load(file, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:  # pickle, zip and mmap errors all mean "not a checkpoint"

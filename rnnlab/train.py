@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.config import validate
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, DivergenceError
 
 
 def _container(node: Any) -> Any:
@@ -42,13 +42,59 @@ def flat_hparams(cfg: DictConfig, seed: int) -> dict[str, Any]:
 def check_inputs(cfg: DictConfig) -> None:
     """Checks that read the disk but need no torch: the checkpoint to resume and the data file."""
     if cfg.ckpt_path is not None:
-        p = Path(cfg.ckpt_path).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"ckpt_path: no such checkpoint file: {p}")
+        check_checkpoint_file(cfg.ckpt_path)
     if cfg.data.get("path") is not None:
-        from rnnlab.data.corpus import read_text_file
+        from rnnlab.data.token_cache import check_text
 
-        read_text_file(cfg.data.path)
+        check_text(cfg.data.path, cfg.paths.cache_dir)  # streamed; only the cheap checks once its tokens are cached
+
+
+def check_checkpoint_file(ckpt_path: str) -> None:
+    """``ckpt_path`` is a file that can hold a torch checkpoint (a zip archive, as torch.save writes, or a legacy
+    pickle); one line otherwise. Reads 4 bytes, no torch."""
+    p = Path(ckpt_path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"ckpt_path: a directory, not a checkpoint file: {p}")
+    if not p.is_file():
+        raise ConfigError(f"ckpt_path: no such checkpoint file: {p}")
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        raise ConfigError(f"ckpt_path: cannot read {p}: {err.strerror or err}") from err
+    if not head:
+        raise ConfigError(f"ckpt_path: the file is empty: {p}")
+    if not (head == b"PK\x03\x04" or head[:1] == b"\x80"):
+        raise ConfigError(f"ckpt_path: not a checkpoint (not a torch.save archive): {p}")
+
+
+def load_checkpoint_hparams(ckpt_path: str) -> dict[str, Any]:
+    """The hyperparameters of a Lightning checkpoint; one line for a file torch cannot read or that Lightning
+    did not write."""
+    import torch
+
+    try:
+        saved = torch.load(Path(ckpt_path).expanduser(), map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # zip, pickle and mmap errors all mean "not a checkpoint"
+        raise ConfigError(f"ckpt_path: not a checkpoint ({type(err).__name__}): {ckpt_path}") from err
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise ConfigError(f"ckpt_path: not a Lightning checkpoint: {ckpt_path}")
+    return saved.get("hyper_parameters") or {}
+
+
+def check_checkpoint_run(ckpt_path: str, cfg: DictConfig) -> None:
+    """Before any data is loaded: the checkpoint was written by this backend, task and optimizer (the network
+    itself is compared once it is built, :func:`check_checkpoint_matches`)."""
+    hparams = load_checkpoint_hparams(ckpt_path)
+    for key, theirs, ours in (
+        ("model.backend", hparams.get("backend", "torch"), cfg.model.backend),
+        ("task", (hparams.get("task") or {}).get("name"), cfg.task.name),
+        ("optimizer", (hparams.get("optimizer") or {}).get("name"), cfg.optimizer.name),
+    ):
+        if theirs is not None and str(theirs) != str(ours):
+            raise ConfigError(
+                f"ckpt_path: the checkpoint was written by {key}={theirs}, this run uses {key}={ours}: {ckpt_path}"
+            )
 
 
 def _instantiate_all(node: Any, what: str) -> list[Any]:
@@ -113,12 +159,7 @@ def is_float64(precision: Any) -> bool:
 
 def check_checkpoint_matches(ckpt_path: str, model: Any) -> None:
     """A checkpoint of another network fails with one line that says what differs."""
-    import torch
-
-    saved = torch.load(Path(ckpt_path).expanduser(), map_location="cpu", weights_only=False, mmap=True)
-    if not isinstance(saved, dict) or "state_dict" not in saved:
-        raise ConfigError(f"ckpt_path: not a Lightning checkpoint: {ckpt_path}")
-    hparams = saved.get("hyper_parameters", {})
+    hparams = load_checkpoint_hparams(ckpt_path)
     if hparams.get("backend", "torch") != model.backend:
         raise ConfigError(
             f"ckpt_path: the checkpoint was written by model.backend={hparams.get('backend', 'torch')}, "
@@ -169,16 +210,53 @@ def train(cfg: DictConfig) -> float | None:
     validate(cfg)
     check_inputs(cfg)
     run_dir = Path(cfg.paths.run_dir)
+    from rnnlab import distributed
+
+    if distributed.wants_spawn(cfg):  # trainer.strategy=ddp_spawn: all of train(cfg) in each process it starts
+        return distributed.spawn_train(cfg)
 
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+    from lightning.pytorch.plugins.io import CheckpointIO
     from lightning.pytorch.utilities import rank_zero_only
 
+    from rnnlab.checkpointing import AtomicCheckpointIO
     from rnnlab.data.datamodules import build_datamodule
 
     _route_lightning_logs()
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     L.seed_everything(seed, workers=True, verbose=False)
+    if cfg.ckpt_path is not None:
+        check_checkpoint_run(cfg.ckpt_path, cfg)
+
+    # The Trainer is built before the data is loaded, so that a bad trainer argument fails at once
+    numpy_summary = False
+    callbacks = _instantiate_all(cfg.callbacks, "callbacks")
+    if cfg.trainer.enable_progress_bar is False:  # trainer.enable_progress_bar=false wins over the callback
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    loggers = _instantiate_all(cfg.logger, "logger")
+    trainer_kwargs = _container(cfg.trainer)
+    trainer_kwargs["strategy"] = distributed.worker_strategy(trainer_kwargs["strategy"])  # ddp_spawn -> ddp
+    if cfg.model.backend == "numpy":
+        # Manual optimization: Lightning refuses its own clipping and accumulation (the task does both), and
+        # the arrays live on the CPU whatever devices the machine has.
+        trainer_kwargs.update(gradient_clip_val=None, gradient_clip_algorithm=None, accumulate_grad_batches=1)
+        if trainer_kwargs.get("accelerator") == "auto":
+            trainer_kwargs["accelerator"] = "cpu"
+        if trainer_kwargs.get("enable_model_summary") is not False:
+            # Lightning's summary counts torch parameters only (none here): say what the NumPy network holds
+            trainer_kwargs["enable_model_summary"] = False
+            numpy_summary = True
+    if trainer_kwargs.get("default_root_dir") is None:  # figures (rnnlab.plots) go under the run directory
+        trainer_kwargs["default_root_dir"] = str(run_dir)
+    if trainer_kwargs.get("enable_checkpointing") is None:  # callbacks=none means no checkpoints at all
+        trainer_kwargs["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    if not any(isinstance(p, CheckpointIO) for p in trainer_kwargs.get("plugins") or []):
+        trainer_kwargs["plugins"] = [*(trainer_kwargs.get("plugins") or []), AtomicCheckpointIO()]
+    try:
+        trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False)
+    except Exception as err:  # Lightning's MisconfigurationException, ValueError, TypeError
+        raise ConfigError(f"trainer: {str(err).splitlines()[0]}") from err
 
     datamodule = build_datamodule(cfg.data, seed, cfg.paths.cache_dir)
     datamodule.prepare_data()
@@ -190,30 +268,8 @@ def train(cfg: DictConfig) -> float | None:
     model = build_task(cfg, datamodule, seed)
     if cfg.ckpt_path is not None:
         check_checkpoint_matches(cfg.ckpt_path, model)
-
-    callbacks = _instantiate_all(cfg.callbacks, "callbacks")
-    if cfg.trainer.enable_progress_bar is False:  # trainer.enable_progress_bar=false wins over the callback
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    loggers = _instantiate_all(cfg.logger, "logger")
-    trainer_kwargs = _container(cfg.trainer)
-    if cfg.model.backend == "numpy":
-        # Manual optimization: Lightning refuses its own clipping and accumulation (the task does both), and
-        # the arrays live on the CPU whatever devices the machine has.
-        trainer_kwargs.update(gradient_clip_val=None, gradient_clip_algorithm=None, accumulate_grad_batches=1)
-        if trainer_kwargs.get("accelerator") == "auto":
-            trainer_kwargs["accelerator"] = "cpu"
-        if trainer_kwargs.get("enable_model_summary") is not False:
-            # Lightning's summary counts torch parameters only (none here): say what the NumPy network holds
-            trainer_kwargs["enable_model_summary"] = False
-            _log_numpy_summary(model.net)
-    if trainer_kwargs.get("default_root_dir") is None:  # figures (rnnlab.plots) go under the run directory
-        trainer_kwargs["default_root_dir"] = str(run_dir)
-    if trainer_kwargs.get("enable_checkpointing") is None:  # callbacks=none means no checkpoints at all
-        trainer_kwargs["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-    try:
-        trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False)
-    except Exception as err:  # Lightning's MisconfigurationException, ValueError, TypeError
-        raise ConfigError(f"trainer: {str(err).splitlines()[0]}") from err
+    if numpy_summary:
+        _log_numpy_summary(model.net)
 
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -222,14 +278,15 @@ def train(cfg: DictConfig) -> float | None:
     for logger in trainer.loggers:
         logger.log_hyperparams(flat_hparams(cfg, seed))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except DivergenceError as err:  # no last.ckpt of the diverged weights; summary.json says why the run failed
+        if trainer.global_rank == 0:
+            summary = failed_summary(cfg, model, trainer, seed, err, time.perf_counter() - started)
+            write_json_atomic(run_dir / "summary.json", summary)
+        raise
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     saver = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    if saver is not None and saver.save_last and saver.dirpath and not trainer.fast_dev_run and not trainer.interrupted:
-        # ModelCheckpoint refreshes last.ckpt at validations only; a run stopped by max_steps mid-epoch would
-        # otherwise leave it behind the final state.
-        trainer.save_checkpoint(Path(saver.dirpath) / f"{saver.CHECKPOINT_NAME_LAST}{saver.FILE_EXTENSION}")
-
     if cfg.optimized_metric and cfg.optimized_metric not in metrics and _can_validate(trainer):
         # max_steps ended the fit before its first validation (a short sweep trial): score the final weights,
         # so that the sweeper still gets a value. After last.ckpt is written: a validation may change state that a
@@ -332,11 +389,26 @@ def run_summary(
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "backend": str(cfg.model.backend),
+        "world_size": int(trainer.world_size),  # processes of the run (DDP); samples_per_s is rank 0's share
         "cell": str(cfg.model.cell),
         "task": str(cfg.task.name),
         "data": str(cfg.data.name),
         "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+
+
+def failed_summary(
+    cfg: DictConfig, model: Any, trainer: Any, seed: int, err: DivergenceError, wall_s: float
+) -> dict[str, Any]:
+    """summary.json of a run stopped by a divergence: ``status`` "failed", ``error`` (the one line) and
+    ``divergence`` (what, value, step, epoch, batch, last good checkpoint); non-finite metrics are written as null."""
+    import math
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+    summary = run_summary(cfg, model, trainer, seed, metrics, {}, None, wall_s)  # type: ignore[arg-type]
+    summary.update(status="failed", error=str(err).splitlines()[0], divergence=err.details())
+    return summary
 
 
 def write_json_atomic(path: Path, content: dict[str, Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import probe
 
 from rnnlab.cli import config_dir
 
@@ -69,29 +69,11 @@ def test_help_lists_every_group_and_option(tmp_path):
     assert not list(tmp_path.iterdir())  # --help writes nothing
 
 
-_PROBE = """
-import json, sys
-sys.argv = ["rnnlab-train", *json.loads(sys.argv[1])]
-import rnnlab.cli
-code = 0
-try:
-    rnnlab.cli.train_main()
-except SystemExit as exit:
-    code = exit.code or 0
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy})
-print("@@PROBE@@" + json.dumps({{"code": code, "heavy": heavy}}))
-"""
-
-
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "model=gru"], ["--info", "defaults"]])
 def test_help_and_cfg_do_not_import_torch_or_lightning(tmp_path, args):
-    probe = _PROBE.format(heavy=set(HEAVY))
-    result = subprocess.run(
-        [sys.executable, "-c", probe, json.dumps(args)], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
+    result, data = probe(args, tmp_path)
     assert result.returncode == 0, result.stderr
-    out, _, report = result.stdout.rpartition("@@PROBE@@")
-    data = json.loads(report)
+    out = result.stdout.rpartition("@@PROBE@@")[0]
     assert data["code"] == 0
     assert data["heavy"] == []
     if args[0] == "--cfg":

@@ -101,7 +101,7 @@ def test_every_group_has_its_options():
             "weather",
         ],
         "optimizer": ["adagrad", "adam", "sgd"],
-        "trainer": ["cpu", "default", "gpu"],
+        "trainer": ["cpu", "ddp", "default", "gpu"],
         "logger": ["csv", "default", "tensorboard"],
         "callbacks": ["analysis", "default", "none"],
         "paths": ["default"],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import job_dirs, sweep_dir
 
 pytestmark = pytest.mark.cli
 
@@ -24,16 +25,6 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env.update(RNNLAB_OUTPUT_DIR=str(cwd / "out"), OMP_NUM_THREADS="1")
     return subprocess.run([str(RNNLAB_TRAIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def sweep_dir(cwd: Path) -> Path:
-    (only,) = (cwd / "out" / "multiruns").iterdir()
-    return only
-
-
-def job_dirs(sweep: Path) -> list[Path]:
-    return sorted((p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: int(p.name.split("_", 1)[0]))  # fmt: skip
 
 
 def test_joblib_grid_runs_jobs_in_parallel(tmp_path):

@@ -26,7 +26,7 @@ TINY = ["task=classify", "data=synthetic_text", "data.num_samples=300", "model.h
         "trainer.limit_test_batches=1"]  # fmt: skip
 SUMMARY_KEYS = {"status", "seed", "hparams", "fit_metrics", "test_metrics", "optimized_metric", "optimized_value",
                 "num_params", "step_ms_median", "samples_per_s", "peak_rss_mb", "peak_rss_delta_mb", "wall_s",
-                "global_step", "epochs", "backend", "cell", "task", "data", "finished_at"}  # fmt: skip
+                "global_step", "epochs", "backend", "cell", "task", "data", "finished_at", "world_size"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,7 @@ def test_summary_json(runs, backend):
     assert not [f for f in files if f.endswith(".tmp")]  # written atomically, nothing left behind
     summary = json.loads((run["dir"] / "summary.json").read_text())
     assert set(summary) == SUMMARY_KEYS
+    assert summary["world_size"] == 1
     assert summary["status"] == "completed"
     assert (summary["backend"], summary["task"], summary["data"]) == (backend, "classify", "synthetic_text")
     assert summary["cell"] == ("gru" if backend == "torch" else "lstm")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from rnnlab.data import corpus, synthetic_text
-from rnnlab.data.sampling import EpochSeededSampler
+from rnnlab.data import corpus, synthetic_text, token_cache
+from rnnlab.data.sampling import EpochSeededSampler, ResumableLoader, ShardedSampler, replicas
+from rnnlab.data.token_cache import TokenSlice
 from rnnlab.data.vocab import CharVocab
 from rnnlab.errors import DataError
 
@@ -31,7 +33,8 @@ class _Loaders(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.splits[split]
-        return DataLoader(
+        return self._make_loader(
+            split,
             ds,
             batch_size=self.batch_size,
             sampler=EpochSeededSampler(len(ds), self.seed, shuffle=shuffle),
@@ -40,6 +43,32 @@ class _Loaders(L.LightningDataModule):
             collate_fn=getattr(ds, "collate", None),
             persistent_workers=self.num_workers > 0,
         )
+
+    def _make_loader(self, split: str, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        """The training loader resumes mid-epoch (:class:`ResumableLoader`); evaluation loaders are plain. In a
+        multi-process run each process gets its share of the sampler's order (:class:`ShardedSampler`)."""
+        shard = replicas()
+        if shard is not None and kwargs.get("sampler") is not None:
+            rank, world = shard
+            if split != "train" and len(kwargs["sampler"]) < world:
+                raise DataError(
+                    f"the {split} split has {len(kwargs['sampler'])} samples, fewer than the {world} processes of "
+                    "this run: every process needs at least one"
+                )
+            layout = "stride" if split == "train" else "block"
+            kwargs["sampler"] = ShardedSampler(kwargs["sampler"], world, rank, layout)
+        if split == "train":
+            return ResumableLoader(dataset, position=self._train_position, **kwargs)
+        return DataLoader(dataset, **kwargs)
+
+    def _train_position(self) -> tuple[int, int]:
+        """(epoch, training batches the loop has taken this epoch), for the training loader's ``state_dict``; 0
+        once the epoch is complete (``trainer.num_training_batches`` may stop it before the last batch)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 0
+        taken = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        return trainer.current_epoch, taken if taken < trainer.num_training_batches else 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -130,14 +159,22 @@ class SyntheticTextDataModule(_Loaders):
 
 
 # ------------------------------------------------------------------------------- character corpora
+def _token_rows(tokens: np.ndarray | TokenSlice, starts: np.ndarray, width: int) -> torch.Tensor:
+    """``tokens[s : s + width]`` for every start s, as int64 [len(starts), width]: a copy of those rows only."""
+    if isinstance(tokens, TokenSlice):
+        return torch.from_numpy(tokens.rows(starts, width).astype(np.int64))  # positional reads from the file
+    return torch.from_numpy(tokens[starts[:, None] + np.arange(width)].astype(np.int64))
+
+
 class CharWindows(Dataset):
     """Non-overlapping windows of a token stream: item i is (x, y) = (s[iL : iL+L], s[iL+1 : iL+L+1]).
 
-    Windows are views into one int32 array, so memory stays at one copy of the corpus however it is batched.
+    ``tokens`` is a 1-D array or, for the corpus data modules, a ``TokenSlice`` of a token file on disk; either
+    way a batch copies its own windows and nothing else.
     """
 
-    def __init__(self, tokens: np.ndarray, seq_len: int):
-        self.tokens = torch.from_numpy(np.ascontiguousarray(tokens))
+    def __init__(self, tokens: np.ndarray | TokenSlice, seq_len: int):
+        self.tokens = tokens if isinstance(tokens, TokenSlice) else np.ascontiguousarray(tokens)
         self.seq_len = seq_len
         self.n = (len(tokens) - 1) // seq_len
 
@@ -148,9 +185,10 @@ class CharWindows(Dataset):
         return i
 
     def collate(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.as_tensor(indices) * self.seq_len
-        rows = starts[:, None] + torch.arange(self.seq_len + 1)
-        window = self.tokens[rows].long()
+        starts = np.asarray(indices, dtype=np.int64) * self.seq_len
+        if starts.size and not 0 <= int(starts.min()) <= int(starts.max()) < self.n * self.seq_len:
+            raise IndexError(f"windows {min(indices)}..{max(indices)} of {self.n}")
+        window = _token_rows(self.tokens, starts, self.seq_len + 1)
         return window[:, :-1], window[:, 1:]
 
 
@@ -165,16 +203,17 @@ class CharStreams(Dataset):
     so row b of batch i+1 continues row b of batch i exactly, and a state carried from one batch to the next
     has seen the text that precedes the window. The m mod L characters left at the end of every stream (and
     the (n - 1) mod B at the end of the split) are dropped, as in the classic char-rnn batching: every window
-    has the full length L. Windows are gathered from the one int32 array (no copy of the corpus).
+    has the full length L. ``tokens`` is an array or a ``TokenSlice`` (see ``CharWindows``); each batch reads
+    its B rows and nothing else.
     """
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int):
-        self.tokens = torch.from_numpy(np.ascontiguousarray(tokens))
+    def __init__(self, tokens: np.ndarray | TokenSlice, batch_size: int, seq_len: int):
+        self.tokens = tokens if isinstance(tokens, TokenSlice) else np.ascontiguousarray(tokens)
         self.batch_size = batch_size
         self.seq_len = seq_len
         self.stream_len = (len(tokens) - 1) // batch_size
         self.n = self.stream_len // seq_len
-        self.offsets = torch.arange(batch_size)[:, None] * self.stream_len + torch.arange(seq_len + 1)
+        self.stream_starts = np.arange(batch_size, dtype=np.int64) * self.stream_len
 
     def __len__(self) -> int:
         return self.n
@@ -182,8 +221,17 @@ class CharStreams(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= i < self.n:
             raise IndexError(f"window {i} of {self.n}")
-        window = self.tokens[self.offsets + i * self.seq_len].long()
+        window = _token_rows(self.tokens, self.stream_starts + i * self.seq_len, self.seq_len + 1)
         return window[:, :-1], window[:, 1:]
+
+    def shard(self, rank: int, world: int) -> CharStreams:
+        """Process ``rank``'s streams when ``world`` processes carry B = ``batch_size`` streams each: the split is cut
+        into BW streams, as one process with data.batch_size=BW would cut it, and the process reads streams
+        rB .. (r+1)B - 1 window after window. Step i of the W processes together reads window i of every stream."""
+        whole = CharStreams(self.tokens, self.batch_size * world, self.seq_len)
+        whole.stream_starts = whole.stream_starts[rank * self.batch_size : (rank + 1) * self.batch_size]
+        whole.batch_size = self.batch_size
+        return whole
 
 
 class _StreamOrder(Sampler[int]):
@@ -201,6 +249,17 @@ class _StreamOrder(Sampler[int]):
         return self.n
 
 
+class _ShardedStreamOrder(_StreamOrder, DistributedSampler):
+    """``_StreamOrder`` in a multi-process run: every process reads every window of its own streams
+    (``CharStreams.shard``). A DistributedSampler, so that Lightning does not shard the windows a second time."""
+
+    def __init__(self, n: int, num_replicas: int, rank: int):
+        _StreamOrder.__init__(self, n)
+        self.num_replicas, self.rank, self.epoch, self.seed = num_replicas, rank, 0, 0
+        self.shuffle = self.drop_last = False
+        self.num_samples, self.total_size = n, n * num_replicas
+
+
 class StreamLoader(DataLoader):
     """The loader of a ``CharStreams`` split: one item per batch, in order, never shuffled.
 
@@ -211,12 +270,20 @@ class StreamLoader(DataLoader):
     the next epoch from window 0 (Lightning restores the epoch number itself).
     """
 
-    def __init__(self, dataset: CharStreams, position: Callable[[], tuple[int, int]] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        dataset: CharStreams,
+        position: Callable[[], tuple[int, int]] | None = None,
+        replicas: tuple[int, int] | None = None,
+        **kwargs: Any,
+    ):
         # Lightning rebuilds loaders from their attributes (trainer.overfit_batches, ...): the stream order and
         # the one-window-per-item batching are not negotiable, so those arguments are replaced, not passed on
         for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
             kwargs.pop(key, None)
-        super().__init__(dataset, batch_size=None, sampler=_StreamOrder(len(dataset)), **kwargs)
+        n = len(dataset)
+        order = _StreamOrder(n) if replicas is None else _ShardedStreamOrder(n, replicas[1], replicas[0])
+        super().__init__(dataset, batch_size=None, sampler=order, **kwargs)
         self.position = position
 
     def state_dict(self) -> dict[str, int]:
@@ -234,6 +301,10 @@ class CharCorpusDataModule(_Loaders):
     Batches are (x, y) = (inputs [B, L], next-character targets [B, L]). By default they are shuffled
     non-overlapping windows (``CharWindows``); with ``tbptt`` each split is cut into batch_size contiguous
     streams read in order (``CharStreams``, ``StreamLoader``), for a model that carries its state across batches.
+
+    The text is encoded once into a token file in the cache (``rnnlab.data.token_cache``: streamed in chunks of
+    ``chunk_bytes``, reused while the file is unchanged) and the splits read their windows from that file, so
+    memory does not grow with the corpus.
     """
 
     def __init__(
@@ -249,6 +320,7 @@ class CharCorpusDataModule(_Loaders):
         seed: int = 0,
         cache_dir: str | None = None,
         tbptt: bool = False,
+        chunk_bytes: int = token_cache.CHUNK_BYTES,
     ):
         super().__init__(batch_size, num_workers, pin_memory, seed)
         self.name = name
@@ -258,26 +330,28 @@ class CharCorpusDataModule(_Loaders):
         self.test_fraction = test_fraction
         self.cache_dir = cache_dir
         self.tbptt = tbptt
+        self.chunk_bytes = chunk_bytes
         self.vocab: CharVocab | None = None
         self.num_outputs = 0
+        self.token_file: token_cache.TokenFile | None = None
 
-    def load_text(self) -> str:
+    def text_path(self) -> Path:
+        """The text to model: data.path, or the Shakespeare text (converted into the cache on first use)."""
         if self.path is not None:
-            return corpus.read_text_file(self.path)
-        return corpus.shakespeare_text(self.cache_dir)
+            return corpus.check_text_file(self.path)
+        return corpus.shakespeare_path(self.cache_dir)
 
     def prepare_data(self) -> None:
-        if self.path is None:
-            corpus.shakespeare_text(self.cache_dir)  # convert and cache once, on one process
+        # convert and encode once, on one process; setup then finds the token file in the cache
+        token_cache.cached_tokens(self.text_path(), self.cache_dir, self.chunk_bytes)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        text = self.load_text()
-        self.vocab = CharVocab.from_text(text)
+        tokens = self.token_file = token_cache.cached_tokens(self.text_path(), self.cache_dir, self.chunk_bytes)
+        self.vocab = tokens.vocab
         self.num_outputs = len(self.vocab)
-        tokens = self.vocab.encode_corpus(text)
-        n = len(tokens)
+        n = tokens.n
         n_val, n_test = int(n * self.val_fraction), int(n * self.test_fraction)
         n_train = n - n_val - n_test
         where = self.path or "the Shakespeare corpus"
@@ -293,38 +367,35 @@ class CharCorpusDataModule(_Loaders):
                     f"data.batch_size * data.seq_len + 1 = {self.batch_size * self.seq_len + 1} (one window per "
                     "stream); use a longer text, a smaller data.batch_size or a shorter data.seq_len"
                 )
-        if self.tbptt:
-            self.splits = {
-                "train": CharStreams(tokens[:n_train], self.batch_size, self.seq_len),
-                "val": CharStreams(tokens[n_train : n_train + n_val], self.batch_size, self.seq_len),
-                "test": CharStreams(tokens[n_train + n_val :], self.batch_size, self.seq_len),
-            }
-            return
-        self.splits = {
-            "train": CharWindows(tokens[:n_train], self.seq_len),
-            "val": CharWindows(tokens[n_train : n_train + n_val], self.seq_len),
-            "test": CharWindows(tokens[n_train + n_val :], self.seq_len),
+        parts = {
+            "train": tokens.slice(0, n_train),
+            "val": tokens.slice(n_train, n_train + n_val),
+            "test": tokens.slice(n_train + n_val, n),
         }
+        if self.tbptt:
+            self.splits = {k: CharStreams(v, self.batch_size, self.seq_len) for k, v in parts.items()}
+            return
+        self.splits = {k: CharWindows(v, self.seq_len) for k, v in parts.items()}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.tbptt:
             return super()._loader(split, shuffle)
+        streams, shard = self.splits[split], replicas()
+        if shard is not None:  # (rank, processes): this process's streams, rows of every window
+            streams = streams.shard(*shard)
+            if len(streams) == 0:
+                raise DataError(
+                    f"data.tbptt=true: the {split} split is too short for {shard[1]} processes x data.batch_size="
+                    f"{self.batch_size} streams of at least data.seq_len={self.seq_len} characters"
+                )
         return StreamLoader(
-            self.splits[split],
+            streams,
             position=self._train_position if split == "train" else None,
+            replicas=shard,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
-
-    def _train_position(self) -> tuple[int, int]:
-        """(epoch, training batches the loop has taken this epoch), for ``StreamLoader.state_dict``; 0 once the
-        epoch is complete (``trainer.num_training_batches`` may stop it before the last window)."""
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 0
-        taken = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-        return trainer.current_epoch, taken if taken < trainer.num_training_batches else 0
 
 
 def build_synthetic_text(data_cfg: Any, seed: int, cache_dir: str | None, **common: Any) -> SyntheticTextDataModule:

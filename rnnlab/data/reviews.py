@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -51,7 +50,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Sampler
 
+from rnnlab.atomic import atomic_file
 from rnnlab.data.datamodules import PAD, PaddedSequences, _Loaders
+from rnnlab.data.sampling import SkipOnce
 from rnnlab.data.vocab import CharVocab
 from rnnlab.errors import DataError
 
@@ -201,18 +202,8 @@ def save_splits(target: Path, vocab: list[str], splits: dict[str, Split]) -> Non
         mask = np.arange(s.ids.shape[1]) < s.lengths[:, None]
         arrays |= {f"{split}_tokens": s.ids[mask].astype(np.int32), f"{split}_lengths": s.lengths,
                    f"{split}_labels": s.labels, f"{split}_rows": s.rows}  # fmt: skip
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the cache is an ordinary file
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as f:
+        np.savez(f, **arrays)
 
 
 def load_splits(source: Path) -> tuple[list[str], dict[str, Split]]:
@@ -254,7 +245,7 @@ def _user_cache_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------------------- batches
-class LengthBucketSampler(Sampler[int]):
+class LengthBucketSampler(SkipOnce, Sampler[int]):
     """An order of range(n) whose consecutive runs of ``batch_size`` are texts of similar length.
 
     Epoch e of a training loader (``per_epoch=True``) draws ``rng = default_rng((seed, e))``, shuffles all
@@ -299,7 +290,8 @@ class LengthBucketSampler(Sampler[int]):
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order().tolist())
+        start = self._take_skip()
+        return iter(self.order()[start:].tolist())
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -359,7 +351,8 @@ class ReviewsDataModule(_Loaders):
         if not self.bucket:
             return super()._loader(split, shuffle)
         ds = self.splits[split]
-        return DataLoader(
+        return self._make_loader(
+            split,
             ds,
             batch_size=self.batch_size,
             # training: a new bucketed order every epoch from the run's seed; evaluation: one fixed order that

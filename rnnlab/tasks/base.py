@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from rnnlab.data.vocab import CharVocab
@@ -95,6 +96,11 @@ def named_numpy_optimizer(numpy_optimizer: Any, grads: dict[str, Any]) -> NumpyO
     return cls(numpy_optimizer, grads)
 
 
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A 63-bit seed for one training step of one process, from (seed, step, rank) alone."""
+    return int(np.random.SeedSequence([seed % 2**63, step, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
 class RecurrentTask(L.LightningModule):
     """Base LightningModule. Its hyperparameters (spec, optimizer, task options, vocabulary, seed, backend,
     dtype, clipping) go into every checkpoint, so ``load_from_checkpoint`` rebuilds the model with no other input.
@@ -129,6 +135,13 @@ class RecurrentTask(L.LightningModule):
             self.automatic_optimization = False
         self._pending_numpy_state: dict[str, Any] | None = None
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if not self.is_numpy:
+            # torch's dropout draws from the global torch RNG, which a restart reseeds and which data loaders
+            # also draw from; seeding it from (seed, step, rank) makes every step's masks the same in a resumed
+            # run as in an uninterrupted one. (The NumPy backend keeps its dropout RNG in the checkpoint.)
+            torch.manual_seed(step_seed(int(self.hparams.seed), int(self.global_step), int(self.global_rank)))
+
     # ------------------------------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.is_numpy:
@@ -143,6 +156,7 @@ class RecurrentTask(L.LightningModule):
         With ``accumulate_grad_batches`` k, gradients of k batches (each scaled by 1/k, as Lightning does)
         are summed before a step; the last, possibly shorter, group of an epoch steps too.
         """
+        from rnnlab.callbacks import divergence_guard, numpy_grad_norm
         from rnnlab.models.numpy.optim import clip_gradients
 
         k = int(self.hparams.accumulate_grad_batches)
@@ -151,11 +165,22 @@ class RecurrentTask(L.LightningModule):
         if first_of_group:
             optimizer.zero_grad()
         loss, aux = self.numpy_loss_and_backward(batch, scale=1.0 / k)
+        guard = divergence_guard(self._trainer)  # NaN/Inf check of the loss and the unclipped gradient norm
+        if guard is not None and guard.check_loss:
+            guard.check(self._trainer, "train/loss", float(loss), batch_idx)
         last_batch = self.trainer.is_last_batch if self.trainer is not None else False
         if (batch_idx + 1) % k == 0 or last_batch:
             clip = self.hparams.clip or {}
-            if clip.get("value") is not None:
-                clip_gradients(self.net.grads, clip["value"], clip.get("algorithm") or "norm")
+            value, algorithm = clip.get("value"), clip.get("algorithm") or "norm"
+            by_norm = value is not None and float(value) > 0 and str(algorithm).lower() == "norm"
+            norm = None
+            if guard is not None and guard.check_gradients and not by_norm:  # value clipping clamps an Inf away
+                norm = numpy_grad_norm(self.net.grads)
+            if value is not None:
+                total = clip_gradients(self.net.grads, value, algorithm)
+                norm = total if by_norm else norm  # clipping by norm returns the norm before clipping
+            if guard is not None and guard.check_gradients and norm is not None:
+                guard.check(self._trainer, "gradient norm", norm, batch_idx)
             optimizer.step()
         return torch.tensor(loss, dtype=torch.float64 if self.net.dtype.itemsize == 8 else torch.float32), aux
 

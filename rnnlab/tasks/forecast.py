@@ -139,12 +139,20 @@ class ForecastTask(RegressTask):
         v = z * np.asarray(self.series["target_std"]) + np.asarray(self.series["target_mean"])
         return np.exp(v) if self.series.get("log_target") else v
 
-    def split_results(self, stage: str) -> dict[str, Any]:
-        """Concatenated (pred, actual, last) of the split in original units, and its metrics."""
+    def split_results(self, stage: str) -> dict[str, Any] | None:
+        """Concatenated (pred, actual, last) of the split in original units, and its metrics; None when the split
+        had no windows. In a multi-process run the windows of every process, in rank order (each evaluates one
+        contiguous block of the split: the order of the split); every process calls this and gets the same."""
+        from rnnlab.distributed import gather_rows
+
         outputs = self._outputs[stage]
-        pred_z = np.concatenate([o[0] for o in outputs])
-        actual_z = np.concatenate([o[1] for o in outputs])
-        last_z = np.concatenate([o[2] for o in outputs])
+        shapes = ((self.horizon, self.num_targets), (self.horizon, self.num_targets), (self.num_targets,))
+        pred_z, actual_z, last_z = (
+            gather_rows(np.concatenate([o[k] for o in outputs]) if outputs else np.zeros((0, *shape)), self.device)
+            for k, shape in enumerate(shapes)
+        )
+        if not len(pred_z):
+            return None
         pred, actual, last = self.denormalize(pred_z), self.denormalize(actual_z), self.denormalize(last_z)
         metrics = {"loss": float(np.mean((pred_z - actual_z) ** 2)), **forecast_metrics(pred, actual)}
         persistence = np.broadcast_to(last[:, None, :], actual.shape)
@@ -156,12 +164,12 @@ class ForecastTask(RegressTask):
         return {"pred": pred, "actual": actual, "metrics": metrics}
 
     def _log_split(self, stage: str) -> dict[str, Any] | None:
-        if not self._outputs[stage]:
-            return None
         results = self.split_results(stage)
         self._outputs[stage] = []
-        for name, value in results["metrics"].items():
-            self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name == "mae")
+        if results is None:
+            return None
+        for name, value in results["metrics"].items():  # sync_dist: equal everywhere already; tells Lightning so
+            self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name == "mae", sync_dist=True)
         return results
 
     def on_validation_epoch_end(self) -> None:

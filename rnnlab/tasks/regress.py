@@ -78,13 +78,14 @@ class RegressTask(RecurrentTask):
         self._evaluate(batch, "test")
 
     def _log_split(self, stage: str) -> None:
-        value = self.mse[stage].compute()
+        value = self.mse[stage].compute()  # torchmetrics adds up the processes of a multi-process run here
         self.mse[stage].reset()
-        self.log(f"{stage}/mse", value, prog_bar=True)
-        self.log(f"{stage}/loss", value)
+        # sync_dist: the values are equal everywhere already; it tells Lightning so (and costs one all-reduce)
+        self.log(f"{stage}/mse", value, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/loss", value, sync_dist=True)
         baseline = getattr(self.trainer.datamodule, "baseline_mse", {}).get(stage)
         if baseline is not None:
-            self.log(f"{stage}/mse_baseline", baseline)
+            self.log(f"{stage}/mse_baseline", baseline, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_split("val")

@@ -76,6 +76,18 @@ class BleuStats:
             self.matches[n - 1] += sum(min(count, ref[gram]) for gram, count in cand.items())
             self.totals[n - 1] += max(len(candidate) - n + 1, 0)
 
+    def counts(self) -> list[int]:
+        """The statistics as one list (m_1..m_N, t_1..t_N, c, r); those of several processes add up."""
+        return [*self.matches, *self.totals, self.cand_len, self.ref_len]
+
+    @classmethod
+    def from_counts(cls, counts: Sequence[float], max_n: int = 4) -> BleuStats:
+        stats = cls(max_n)
+        values = [round(v) for v in counts]
+        stats.matches, stats.totals = values[:max_n], values[max_n : 2 * max_n]
+        stats.cand_len, stats.ref_len = values[2 * max_n], values[2 * max_n + 1]
+        return stats
+
     def score(self) -> float:
         if self.cand_len == 0 or min(self.matches) == 0:
             return 0.0
@@ -274,12 +286,21 @@ class Seq2SeqTask(RecurrentTask):
         return list(vocab.itos) if vocab is not None else [str(i) for i in range(self.spec.tgt_vocab_size)]
 
     def _log_split(self, stage: str) -> None:
-        acc = self._eval.pop(stage, None)
-        if not acc or not acc["n"]:
+        """The split's metrics from its sums (BLEU from its n-gram statistics), added over the processes of a
+        multi-process run first; every process calls this, with or without batches of its own."""
+        from rnnlab.distributed import all_reduce_sum
+
+        acc = self._eval.pop(stage, None) or {"nll": 0.0, "tokens": 0, "exact": 0, "n": 0, "bleu": BleuStats()}
+        bleu = acc["bleu"]
+        total = all_reduce_sum([acc["nll"], acc["tokens"], acc["exact"], acc["n"], *bleu.counts()], self.device)
+        nll, tokens, exact, n = total[:4]
+        if not n:
             return
-        self.log(f"{stage}/loss", acc["nll"] / max(acc["tokens"], 1), prog_bar=stage == "val")
-        self.log(f"{stage}/exact_match", acc["exact"] / acc["n"], prog_bar=stage == "val")
-        self.log(f"{stage}/bleu", acc["bleu"].score(), prog_bar=stage == "val")
+        bleu = BleuStats.from_counts(total[4:], bleu.max_n)
+        # sync_dist: the values are equal everywhere already; it tells Lightning so (and costs one all-reduce)
+        self.log(f"{stage}/loss", nll / max(tokens, 1), prog_bar=stage == "val", sync_dist=True)
+        self.log(f"{stage}/exact_match", exact / n, prog_bar=stage == "val", sync_dist=True)
+        self.log(f"{stage}/bleu", bleu.score(), prog_bar=stage == "val", sync_dist=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val", batch_idx)

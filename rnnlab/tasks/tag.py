@@ -55,12 +55,22 @@ def entity_scores(true_tags: list[list[str]], pred_tags: list[list[str]]) -> tup
     (sentence, type, start, end) spans of the true and the predicted tags; a span counts only if its type and both
     ends match. Each is 0 when undefined (no predicted span, no true span, p + r = 0).
     """
+    return scores_from_counts(*entity_counts(true_tags, pred_tags))
+
+
+def entity_counts(true_tags: list[list[str]], pred_tags: list[list[str]]) -> tuple[int, int, int]:
+    """(|T & P|, |P|, |T|) of :func:`entity_scores`: sums over sentences, so the counts of several processes add."""
     tp = n_pred = n_true = 0
     for t, p in zip(true_tags, pred_tags, strict=True):
         ts, ps = spans(t), spans(p)
         tp += len(ts & ps)
         n_pred += len(ps)
         n_true += len(ts)
+    return tp, n_pred, n_true
+
+
+def scores_from_counts(tp: float, n_pred: float, n_true: float) -> tuple[float, float, float]:
+    """Precision, recall and F1 from the span counts of :func:`entity_counts`."""
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_true if n_true else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -139,16 +149,23 @@ class TagTask(RecurrentTask):
         return names if names and any(n.startswith("B-") for n in names) else None
 
     def _log_split(self, stage: str) -> None:
-        acc = self._eval.pop(stage, None)
-        if not acc or not acc["count"]:
+        """The split's metrics from its sums, added over the processes of a multi-process run first (every process
+        calls this, with or without batches of its own); the logged values are then the same in every process."""
+        from rnnlab.distributed import all_reduce_sum
+
+        acc = self._eval.pop(stage, None) or {"nll": 0.0, "correct": 0, "count": 0, "true": [], "pred": []}
+        local = [acc["nll"], acc["correct"], acc["count"], *entity_counts(acc["true"], acc["pred"])]
+        nll, correct, count, tp, n_pred, n_true = all_reduce_sum(local, self.device)
+        if not count:
             return
-        self.log(f"{stage}/loss", acc["nll"] / acc["count"], prog_bar=stage == "val")
-        self.log(f"{stage}/acc", acc["correct"] / acc["count"], prog_bar=stage == "val")
-        if acc["true"]:
-            precision, recall, f1 = entity_scores(acc["true"], acc["pred"])
-            self.log(f"{stage}/entity_f1", f1, prog_bar=stage == "val")
-            self.log(f"{stage}/entity_precision", precision)
-            self.log(f"{stage}/entity_recall", recall)
+        # sync_dist: the values are equal everywhere already; it tells Lightning so (and costs one all-reduce)
+        self.log(f"{stage}/loss", nll / count, prog_bar=stage == "val", sync_dist=True)
+        self.log(f"{stage}/acc", correct / count, prog_bar=stage == "val", sync_dist=True)
+        if self._bio_label_names() is not None:
+            precision, recall, f1 = scores_from_counts(tp, n_pred, n_true)
+            self.log(f"{stage}/entity_f1", f1, prog_bar=stage == "val", sync_dist=True)
+            self.log(f"{stage}/entity_precision", precision, sync_dist=True)
+            self.log(f"{stage}/entity_recall", recall, sync_dist=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -180,7 +180,9 @@ def parity(numpy_net: Any, rnn: Any, x: Any, g: Any) -> float:
     return float(max(diffs))
 
 
-def bench_cell(cell: str, dtype: str, args: argparse.Namespace) -> dict[str, Any]:
+def training_steps(cell: str, dtype: str, args: argparse.Namespace) -> tuple[dict[str, Callable[[], None]], Any]:
+    """({"numpy": step, "torch": step}, max abs difference in float64 or None): one forward and backward of the
+    layer on each backend, from the same weights and inputs."""
     import torch
 
     numpy_net, rnn, x, g = build_pair(cell, dtype, args)
@@ -198,7 +200,12 @@ def bench_cell(cell: str, dtype: str, args: argparse.Namespace) -> dict[str, Any
         out, _ = rnn(xt)
         out.backward(gt)
 
-    med = alternate({"numpy": numpy_step, "torch": torch_step}, args)
+    return {"numpy": numpy_step, "torch": torch_step}, check
+
+
+def bench_cell(cell: str, dtype: str, args: argparse.Namespace) -> dict[str, Any]:
+    steps, check = training_steps(cell, dtype, args)
+    med = alternate(steps, args)
     flops = cell_flops(cell, args)
     return {
         "cell": cell,

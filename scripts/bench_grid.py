@@ -84,26 +84,10 @@ def peak_step_mb(step: Any) -> float | None:
 
 
 def bench_point(cell: str, dtype: str, hidden: int, length: int, args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-    from bench_backends import alternate, build_pair, parity
+    from bench_backends import alternate, training_steps
 
     shape = argparse.Namespace(**{**vars(args), "H": hidden, "T": length})
-    numpy_net, rnn, x, g = build_pair(cell, dtype, shape)
-    check = parity(numpy_net, rnn, x, g) if dtype == "float64" else None
-    xt, gt = torch.from_numpy(x).requires_grad_(True), torch.from_numpy(g)
-
-    def numpy_step() -> None:
-        numpy_net.zero_grad()
-        _, _, cache = numpy_net.forward_features(x, train=True)
-        numpy_net.backward_features(g, None, cache)
-
-    def torch_step() -> None:
-        rnn.zero_grad(set_to_none=True)
-        xt.grad = None
-        out, _ = rnn(xt)
-        out.backward(gt)
-
-    steps = {"numpy": numpy_step, "torch": torch_step}
+    steps, check = training_steps(cell, dtype, shape)
     memory = {name: peak_step_mb(fn) for name, fn in steps.items()}  # the first calls also warm up
     med = alternate(steps, args)
     row: dict[str, Any] = {"cell": cell, "dtype": dtype, "hidden": hidden, "length": length, "batch": args.B}

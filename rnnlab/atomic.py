@@ -28,3 +28,26 @@ def atomic_file(target: str | os.PathLike[str], mode: str = "wb", **open_kwargs:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, so that it is valid JSON (RFC 8259 has no
+    NaN or Infinity; Python's json module would write them)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def write_json(target: str | os.PathLike[str], content: Any) -> None:
+    """Write ``content`` as JSON (non-finite numbers as null), whole or not at all (:func:`atomic_file`)."""
+    import json
+
+    text = json.dumps(finite_json(content), indent=2, allow_nan=False) + "\n"
+    with atomic_file(target, "w", encoding="utf-8") as fh:
+        fh.write(text)

@@ -152,14 +152,35 @@ class DivergenceGuard(L.Callback):
     clipping computes anyway (by norm; otherwise one ``np.vdot`` per array). Under fp16 mixed precision Inf
     gradients are the loss scaler's business (it skips those steps), so only the loss is checked there.
 
+    A finite loss can diverge too (SGD at a huge learning rate with clipping on climbs to 1e30 and stays
+    finite): with ``max_loss_factor`` (default 1e6) the run also stops when the training loss exceeds that factor
+    times the run's first training loss (at least 1), i.e. grew by six orders of magnitude. The first loss is kept
+    in the checkpoint, so a resumed run compares with the same reference; null switches this check off.
+
     ``callbacks.divergence=null`` switches the guard off; ``check_gradients=false`` keeps the loss check only.
     """
 
-    def __init__(self, check_loss: bool = True, check_gradients: bool = True) -> None:
+    def __init__(
+        self, check_loss: bool = True, check_gradients: bool = True, max_loss_factor: float | None = 1e6
+    ) -> None:
         self.check_loss = check_loss
         self.check_gradients = check_gradients
+        self.max_loss_factor = max_loss_factor
+        self.first_loss: float | None = None  # the run's first training loss: the reference of max_loss_factor
         self._losses: list[tuple[int, torch.Tensor]] = []  # (batch index, loss) since the last optimizer step
         self._batch_idx = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"first_loss": self.first_loss}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.first_loss = state_dict.get("first_loss")
+
+    def loss_limit(self) -> float | None:
+        """The largest training loss that does not count as a divergence (None: no limit, or no reference yet)."""
+        if self.max_loss_factor is None or self.first_loss is None or not math.isfinite(self.first_loss):
+            return None
+        return float(self.max_loss_factor) * max(abs(self.first_loss), 1.0)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         self._batch_idx = idx
@@ -175,21 +196,33 @@ class DivergenceGuard(L.Callback):
         norm = None
         if self.check_gradients and getattr(trainer.precision_plugin, "scaler", None) is None:
             norm = torch_grad_norm(pl_module.parameters())
+        if losses and self.first_loss is None and self.max_loss_factor is not None:
+            self.first_loss = float(losses[0][1])  # once per run: one synchronisation
         total = None
         for _, loss in losses:
             total = loss if total is None else total + loss
         if norm is not None:
             total = norm if total is None else total + norm
-        if total is None or bool(torch.isfinite(total)):
+        if total is None:
             return
-        for batch_idx, loss in losses:  # something is not finite: say what (or a finite sum overflowed: go on)
+        ok = torch.isfinite(total)
+        limit = self.loss_limit()
+        if limit is not None and losses:
+            ok = ok & (torch.stack([loss.reshape(()) for _, loss in losses]).max() <= limit)
+        if bool(ok):
+            return
+        for batch_idx, loss in losses:  # something is wrong: say what (or a finite sum overflowed: go on)
             self.check(trainer, "train/loss", float(loss), batch_idx)
         if norm is not None:
             self.check(trainer, "gradient norm", float(norm), self._batch_idx)
 
     def check(self, trainer: L.Trainer, what: str, value: float, batch_idx: int) -> None:
-        """Raise DivergenceError when ``value`` (``what`` at batch ``batch_idx`` of this epoch) is NaN or Inf."""
-        if math.isfinite(value):
+        """Raise DivergenceError when ``value`` (``what`` at batch ``batch_idx`` of this epoch) is NaN or Inf, or,
+        for the training loss, above :meth:`loss_limit`."""
+        if what == "train/loss" and self.first_loss is None and self.max_loss_factor is not None:
+            self.first_loss = value
+        limit = self.loss_limit() if what == "train/loss" else None
+        if math.isfinite(value) and (limit is None or value <= limit):
             return
         from rnnlab.errors import DivergenceError
 
@@ -199,8 +232,12 @@ class DivergenceGuard(L.Callback):
             where = f"none (nothing was saved before step {step}; run directory: {_shown(trainer.default_root_dir)})"
         else:
             where = _shown(checkpoint)
+        state = f"is {value}"
+        if math.isfinite(value):
+            factor = f"callbacks.divergence.max_loss_factor={self.max_loss_factor:g}"
+            state = f"is {value:.3g}, more than {factor} times the run's first loss {self.first_loss:.4g}"
         raise DivergenceError(
-            f"divergence: {what} is {value} at step {step} (epoch {epoch}, batch {batch_idx}); "
+            f"divergence: {what} {state} at step {step} (epoch {epoch}, batch {batch_idx}); "
             f"last good checkpoint: {where}",
             what=what,
             value=value,

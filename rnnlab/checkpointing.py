@@ -16,7 +16,21 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from rnnlab.errors import StorageError
+
 log = logging.getLogger("rnnlab")
+
+
+def os_error_in(err: BaseException | None) -> OSError | None:
+    """The OSError behind ``err`` (itself, or in its chain of causes and contexts; torch.save reports a failed
+    write as a RuntimeError whose context is the OSError), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -29,14 +43,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as fh:
                 torch.save(checkpoint, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+        except (OSError, RuntimeError) as err:
+            cause = os_error_in(err)
+            if cause is None:
+                raise
+            intact = f"; the previous {target.name} is intact" if target.is_file() else ""
+            raise StorageError(
+                cause.errno, f"cannot write the checkpoint {target}: {cause.strerror or cause}{intact}"
+            ) from err
         finally:
             tmp.unlink(missing_ok=True)
         try:  # the rename itself reaches the disk with the directory entry
@@ -58,14 +80,24 @@ class ResumingModelCheckpoint(ModelCheckpoint):
     first validation after a resume would count as the best whatever its score, and the test split could be
     scored with another checkpoint than in an uninterrupted run.
 
-    Files of the other directory are never deleted: a checkpoint that drops out of the top k there is left in
-    place (and out of the ranking), so a resumed run never removes anything from the run it continues.
+    The other run's ranked checkpoints are copied (hard-linked where the file system allows) into this run's
+    checkpoint directory, so a resumed run depends on no other directory: the run it continues may be moved or
+    deleted meanwhile, and nothing there is ever changed or removed. Files that are gone already (a moved directory
+    whose files are found next to the resumed checkpoint are used from there) drop out of the ranking with a
+    warning; without a best checkpoint the test split is scored with the final weights.
     """
 
     def __init__(self, *args: Any, save_last_every_n_steps: int | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.save_last_every_n_steps = int(save_last_every_n_steps or 0)
         self._last_refreshed_step = -1
+        self.resumed_from: str | None = None  # the checkpoint this run resumes (train() sets it)
+
+    def save_last_now(self, trainer: Any) -> str | None:
+        """Write last.ckpt for the current step now (the signal contract's checkpoint); its path, or None when this
+        callback writes no last.ckpt."""
+        self._refresh_last(trainer)
+        return self.last_model_path or None
 
     # ---------------------------------------------------------------------------------- last.ckpt
     def _refresh_last(self, trainer: Any) -> None:
@@ -105,12 +137,68 @@ class ResumingModelCheckpoint(ModelCheckpoint):
         if theirs == self.dirpath:
             super().load_state_dict(state_dict)
             return
-        self.best_model_score = state_dict["best_model_score"]
-        self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
-        self.kth_value = state_dict.get("kth_value", self.kth_value)
-        self.best_k_models = state_dict.get("best_k_models", self.best_k_models)
-        self.best_model_path = state_dict["best_model_path"]
+        # Another run's directory: its ranked checkpoints are copied into this run's own directory, so that this
+        # run never depends on the other one still existing (it may be moved or deleted while this one runs).
+        found = {path: self._find(path) for path in state_dict.get("best_k_models", {})}
+        best = state_dict.get("best_model_path") or ""
+        if best and best not in found:
+            found[best] = self._find(best)
+        copies = {old: self._copy_in(new) for old, new in found.items() if new is not None}
+        missing = [old for old, new in found.items() if new is None]
+        self.best_k_models = {copies[p]: v for p, v in state_dict.get("best_k_models", {}).items() if p in copies}
+        if best in copies:
+            self.best_model_path = copies[best]
+            self.best_model_score = state_dict["best_model_score"]
+        elif self.best_k_models:  # the best file is gone: the best of those that remain
+            self.best_model_path = (min if self.mode == "min" else max)(self.best_k_models, key=self.best_k_models.get)
+            self.best_model_score = self.best_k_models[self.best_model_path]
+        else:
+            self.best_model_path, self.best_model_score = "", None
+        kth = state_dict.get("kth_best_model_path", "")
+        self.kth_best_model_path = copies.get(kth, self.best_model_path)
+        if self.best_k_models:
+            self.kth_value = state_dict.get("kth_value", self.kth_value) if kth in copies else self.kth_value
+        if missing:
+            log.warning(
+                "The resumed run's ranked checkpoint%s %s %s gone (moved or deleted): the ranking continues without %s",
+                "s" if len(missing) > 1 else "",
+                ", ".join(missing),
+                "are" if len(missing) > 1 else "is",
+                "them" if len(missing) > 1 else "it",
+            )
         log.info("Resuming the checkpoint ranking of %s (best %s: %s)", theirs, self.monitor, self.best_model_score)
+
+    def _find(self, path: str) -> Path | None:
+        """A ranked checkpoint of the resumed run: where it was written, or next to the checkpoint being resumed
+        (the run directory was moved, or the files copied elsewhere)."""
+        recorded = Path(path)
+        if recorded.is_file():
+            return recorded
+        if self.resumed_from:
+            beside = Path(self.resumed_from).expanduser().parent / recorded.name
+            if beside.is_file():
+                return beside
+        return None
+
+    def _copy_in(self, source: Path) -> str:
+        """Copy (hard-link where possible) ``source`` into this run's checkpoint directory; the copy's path."""
+        import shutil
+
+        target_dir = Path(self.dirpath) if self.dirpath else source.parent
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / source.name
+        if target.resolve() == source.resolve():
+            return str(target)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return str(target)
 
     def _remove_checkpoint(self, trainer: Any, filepath: str) -> None:
         if self.dirpath is not None and Path(filepath).resolve().parent != Path(self.dirpath).resolve():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -31,12 +32,15 @@ def one_line_error(ex: BaseException) -> str | None:
 
     from rnnlab.errors import RnnlabError
 
-    # an error raised inside the job arrives as itself; look through wrappers for the user's error
-    seen: BaseException | None = ex
-    while seen is not None:
+    # an error raised inside the job arrives as itself; look through wrappers (and through the errors Lightning's
+    # teardown raised while handling it) for the user's error
+    for seen in _chain(ex):
         if isinstance(seen, RnnlabError):
             return str(seen).splitlines()[0]
-        seen = seen.__cause__
+    storage = next((e for e in _chain(ex) if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS), None)
+    if storage is not None:
+        where = f": {storage.filename}" if storage.filename else ""
+        return f"cannot write the run's files: {storage.strerror or storage}{where}"
 
     from rnnlab.launchers import submitit_error_line  # no srun; a job that SLURM killed (hydra/launcher=slurm_*)
 
@@ -62,6 +66,10 @@ def one_line_error(ex: BaseException) -> str | None:
         prefix = f"{key}: " if key else ""
         return f"{prefix}{reason}{hint}"
     lexer = "LexerNoViableAltException: "
+    if isinstance(ex, OverrideParseException) and not str(ex).startswith(lexer):
+        named = _bad_override(sys.argv[1:])
+        if named is not None:
+            return named
     if isinstance(ex, OverrideParseException) and str(ex).startswith(lexer) and "^" in str(ex):
         # Hydra's "LexerNoViableAltException: key=va|ue" and a caret under the character it cannot read
         caret = str(ex).splitlines()[1].index("^") - len(lexer)
@@ -73,6 +81,38 @@ def one_line_error(ex: BaseException) -> str | None:
         )
     if isinstance(ex, HydraException):
         return " ".join(str(ex).split())
+    return None
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def _chain(ex: BaseException) -> list[BaseException]:
+    """``ex`` and the errors behind it (causes first, then the contexts they were raised in)."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [ex]
+    while todo:
+        err = todo.pop(0)
+        if err is None or any(err is seen for seen in out):
+            continue
+        out.append(err)
+        todo += [err.__cause__, err.__context__]
+    return out
+
+
+def _bad_override(argv: list[str]) -> str | None:
+    """The first command-line override that Hydra's grammar cannot parse, with a quoted form that it can."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except Exception:
+            key, _, value = arg.partition("=")
+            return f"cannot parse the override {arg!r}: quote the value, e.g. {key}='{value}'"
     return None
 
 
@@ -108,8 +148,8 @@ def _install_error_reporter() -> None:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             line = one_line_error(ex)
-            if _report_failed_jobs() and line is not None:  # a sweep raised its first failure: all are listed
-                sys.exit(1)
+            if _report_failed_jobs():  # a sweep raised its first failure (or, Optuna, ran out of completed
+                sys.exit(1)  # trials): every failure is listed above, each with its line
             if line is None:
 
                 def reraise(err: Exception = ex) -> Any:
@@ -128,23 +168,49 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from rnnlab.train import train
+    from rnnlab.errors import ConfigError
+    from rnnlab.runtime import rundir
 
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    claim = None
     try:
+        # before anything is written into the run's directory: claim it (one run or job owns it), then write
+        # Hydra's record of the run (.hydra/), which Hydra itself is told not to write (hydra.output_subdir: null)
+        try:
+            claim = rundir.claim_job_dir(hydra_cfg, multirun)
+        except ConfigError as err:
+            raise rundir.DirectoryTaken(str(err)) from None
+        if claim is not None:
+            record = _record_subdir(hydra_cfg)
+            rundir.write_hydra_record(cfg, HydraConfig.instance().cfg, claim.path, record)
+        from rnnlab.train import train
+
         return train(cfg)
-    except Exception as ex:
+    except BaseException as ex:
+        if claim is not None and not multirun and not claim.holds_results():
+            claim.release()  # a single run that never trained gives its directory back
+        if not isinstance(ex, Exception):
+            raise  # RunInterrupted, SystemExit, KeyboardInterrupt: train_main reports them
         # A single run ends here with one line; in a sweep the error goes back to Hydra so the other jobs go on.
         line = one_line_error(ex)
         if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+        if not multirun:
             sys.stderr.write(f"rnnlab: error: {line}\n")
             sys.exit(1)
         if not str(hydra_cfg.launcher.get("_target_", "")).endswith(".BasicLauncher"):
             # the job runs in a worker (joblib) or its own process (submitit): its stderr, the job's log, says why
             sys.stderr.write(f"rnnlab: error: {line}\n")
         raise
+
+
+def _record_subdir(hydra_cfg: Any) -> str | None:
+    """Where the run writes Hydra's record of itself: RunDirGuard's ``record_subdir`` (``.hydra``)."""
+    guard = (hydra_cfg.get("callbacks") or {}).get("run_dir_guard")
+    if guard is None:
+        return str(hydra_cfg.output_subdir) if hydra_cfg.get("output_subdir") else None
+    return guard.get("record_subdir", ".hydra")
 
 
 def _lazy_help_groups() -> None:
@@ -172,23 +238,45 @@ def _lazy_help_groups() -> None:
     Hydra.get_help = get_help  # type: ignore[method-assign]
 
 
-def _report_failed_jobs() -> bool:
-    """After a sweep: print its failed jobs (directory and one line each) to stderr; True if there were any."""
+def _report_failed_jobs(interrupted: bool = False) -> bool:
+    """After a sweep: print its failed and interrupted jobs (directory and one line each) to stderr; True if
+    there were any. ``interrupted``: a signal stopped the sweep (the jobs not started are not listed)."""
     from rnnlab.sweeps import finish_sweep, format_failures
 
     total, failed = finish_sweep()
     if failed:
-        sys.stderr.write(format_failures(total, failed))
+        sys.stderr.write(format_failures(total, failed, interrupted=interrupted))
     return bool(failed)
 
 
+def expand_home(argv: list[str]) -> list[str]:
+    """``key=~/x`` -> ``key=/home/me/x``: the shell expands ``~`` only at the start of a word, and Hydra's grammar
+    refuses an unquoted ``~`` in a value. Other arguments unchanged."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and not arg.startswith("-") and (value == "~" or value.startswith("~/")) and "'" not in value:
+            expanded = os.path.expanduser(value)
+            arg = f"{key}={expanded}" if re.fullmatch(r"[\w./:+-]*", expanded) else f"{key}='{expanded}'"
+        out.append(arg)
+    return out
+
+
 def train_main() -> None:
-    """``rnnlab-train``: the Hydra app. A sweep with failed jobs lists them and exits with status 1."""
+    """``rnnlab-train``: the Hydra app. A sweep with failed jobs lists them and exits with status 1; a signal ends a
+    run (or a sweep) with the signal contract's line and exit status 128 + the signal's number."""
     from rnnlab.distributed import quiet_argv
+    from rnnlab.runtime.signals import RunInterrupted
 
     _install_error_reporter()
     _lazy_help_groups()
-    sys.argv = [sys.argv[0], *quiet_argv(sys.argv[1:])]  # ranks > 0 of torchrun/srun/DDP: no Hydra files of their own
-    _hydra_train()
+    # ranks > 0 of torchrun/srun/DDP: no Hydra files of their own
+    sys.argv = [sys.argv[0], *quiet_argv(expand_home(sys.argv[1:]))]
+    try:
+        _hydra_train()
+    except RunInterrupted as stop:
+        if not _report_failed_jobs(interrupted=True):
+            sys.stderr.write(f"rnnlab: {stop.message}\n")
+        sys.exit(stop.exit_code)
     if _report_failed_jobs():  # the sweeper went on past its failures (Optuna's max_failure_rate)
         sys.exit(1)

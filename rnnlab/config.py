@@ -446,6 +446,18 @@ def job_dirname(overrides: str, limit: int = 120) -> str:
 
 
 OmegaConf.register_new_resolver("rnnlab_job_dirname", job_dirname, replace=True)
+
+
+def env_dir(name: str, default: str | None = None) -> str | None:
+    """conf/paths/default.yaml: a directory from environment variable ``name`` with ``~`` expanded; ``default`` when
+    the variable is unset or empty (an empty RNNLAB_OUTPUT_DIR would otherwise put runs under /runs)."""
+    import os
+
+    value = os.environ.get(name, "")
+    return os.path.expanduser(value) if value.strip() else default
+
+
+OmegaConf.register_new_resolver("rnnlab_env_dir", env_dir, replace=True)
 # conf/hydra/default.yaml's run directory stamp: one per run, the same in every process of a torchrun or srun launch
 OmegaConf.register_new_resolver("rnnlab_run_stamp", run_stamp, use_cache=True, replace=True)
 # conf/trainer/ddp.yaml: devices and num_nodes as torchrun or srun started the processes

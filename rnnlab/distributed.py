@@ -20,10 +20,12 @@ and rnnlab.cli import it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -192,11 +194,35 @@ def _logging_setup() -> dict[str, Any]:
         "files": files,
         "format": formatter._fmt if formatter is not None else "[%(asctime)s][%(levelname)s] %(message)s",
         "datefmt": formatter.datefmt if formatter is not None else None,
+        "overrides": command_line_overrides(),
     }
+
+
+OVERRIDES_ENV = "RNNLAB_OVERRIDES"  # the command line's overrides (JSON), for processes that have no Hydra app
+
+
+def command_line_overrides() -> list[str]:
+    """The overrides the run was started with (Hydra's record of them; in a spawned process, the parent's)."""
+    import json
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return [str(o) for o in HydraConfig.get().overrides.task]
+    except Exception:  # not a Hydra app (train() called from Python)
+        pass
+    try:
+        return [str(o) for o in json.loads(os.environ.get(OVERRIDES_ENV, "[]"))]
+    except ValueError:
+        return []
 
 
 def _configure_logging(rank: int, setup: dict[str, Any]) -> None:
     """Rank 0 logs to the console and appends to the run's log file; the others print warnings only."""
+    import json
+
+    os.environ[OVERRIDES_ENV] = json.dumps(setup.get("overrides") or [])
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -232,6 +258,7 @@ def _worker(local_rank: int, cfg: Any, nprocs: int, port: int, queue: Any, setup
         }
     )
     _configure_logging(local_rank, setup)
+    from rnnlab.runtime.signals import RunInterrupted
     from rnnlab.train import train
 
     try:
@@ -242,6 +269,10 @@ def _worker(local_rank: int, cfg: Any, nprocs: int, port: int, queue: Any, setup
         except Exception:  # an error that does not pickle: its line
             queue.put(("error", ConfigError(str(err).splitlines()[0] if str(err) else type(err).__name__)))
         raise SystemExit(1) from None
+    except RunInterrupted as stop:  # the signal contract: rank 0's line goes to the parent
+        if local_rank == 0:
+            queue.put(("interrupted", (stop.signum, stop.message)))
+        raise SystemExit(stop.exit_code) from None
     if local_rank == 0:
         queue.put(("done", value))
 
@@ -267,19 +298,26 @@ def spawn_train(cfg: Any) -> float | None:
     context = mp.get_context(method)
     queue = context.SimpleQueue()
     logging.getLogger("rnnlab").info("Starting %d processes (trainer.strategy=%s)", nprocs, trainer.strategy)
+    processes = mp.start_processes(
+        _worker,
+        args=(resolved, nprocs, _free_port(), queue, _logging_setup()),
+        nprocs=nprocs,
+        join=False,
+        start_method=method,
+    )
     try:
-        mp.start_processes(
-            _worker,
-            args=(resolved, nprocs, _free_port(), queue, _logging_setup()),
-            nprocs=nprocs,
-            join=True,
-            start_method=method,
-        )
+        with _forwarding_signals([p.pid for p in processes.processes]):  # each process stops at the same step
+            while not processes.join():
+                pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException):
+        from rnnlab.runtime.signals import RunInterrupted
+
         while not queue.empty():
             message = queue.get()
             if message[0] == "error":
                 raise message[1] from None
+            if message[0] == "interrupted":
+                raise RunInterrupted(*message[1]) from None
         raise
     value = None
     while not queue.empty():
@@ -287,6 +325,27 @@ def spawn_train(cfg: Any) -> float | None:
         if message[0] == "done":
             value = message[1]
     return value
+
+
+@contextlib.contextmanager
+def _forwarding_signals(pids: list[int]) -> Iterator[None]:
+    """While the processes of a spawned run work: SIGTERM and SIGINT are passed on to them (they follow the signal
+    contract together, rnnlab.runtime.signals) instead of stopping this process, which waits for them."""
+    import signal
+
+    def forward(signum: int, frame: Any) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for signum in previous:
+        signal.signal(signum, forward)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # ------------------------------------------------------------------------------------------ reductions
@@ -314,6 +373,19 @@ def all_reduce_sum(values: list[float], device: Any = None) -> list[float]:
     dist, device = world
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().tolist()
+
+
+def all_reduce_max(values: list[float], device: Any = None) -> list[float]:
+    """``values`` maximised over every process; ``values`` itself in a single process. Every process calls it."""
+    world = _world(device)
+    if world is None:
+        return [float(v) for v in values]
+    import torch
+
+    dist, device = world
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.cpu().tolist()
 
 

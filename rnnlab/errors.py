@@ -13,6 +13,21 @@ class DataError(RnnlabError, ValueError):
     """A data file or data package that cannot be used."""
 
 
+class StorageError(RnnlabError, OSError):
+    """A run's file could not be written (a full disk, a quota, a read-only file system). ``str()`` is the one
+    line; ``errno`` is the operating system's."""
+
+    def __init__(self, errno: int | None, message: str) -> None:
+        super().__init__(errno, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type, tuple[int | None, str]]:  # picklable for joblib workers
+        return (type(self), (self.errno, self.message))
+
+
 class DivergenceError(RnnlabError, ArithmeticError):
     """A NaN or Inf in the training loss or the gradients (``rnnlab.callbacks.DivergenceGuard``).
 

@@ -10,6 +10,7 @@ torch or Lightning.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -20,13 +21,14 @@ from rnnlab.errors import RnnlabError
 KEYS: dict[str, tuple[type, Any, str]] = {
     "ckpt_path": (str, None, "a checkpoint written by rnnlab-train task=language_model (required)"),
     "prompt": (str, "", 'the text to continue ("" starts after a newline)'),
-    "length": (int, 300, "characters to generate"),
-    "temperature": (float, 0.8, "softmax temperature (> 0; lower is more conservative)"),
+    "length": (int, 300, f"characters to generate (1 to {1_000_000:,})"),
+    "temperature": (float, 0.8, "softmax temperature (finite, > 0; lower is more conservative)"),
     "top_k": (int, None, "sample among the k most likely characters only (null: all)"),
-    "seed": (int, 0, "seed of the sampler's NumPy generator"),
+    "seed": (int, 0, "seed of the sampler's NumPy generator (0 to 2**32 - 1)"),
     "device": (str, "cpu", "torch device for a torch-backend checkpoint (cpu, cuda, cuda:1, ...)"),
 }
 
+MAX_LENGTH = 1_000_000  # characters: about a minute of batch-1 sampling
 USAGE = "usage: rnnlab-generate ckpt_path=PATH [prompt=TEXT] [length=N] [temperature=T] [top_k=K] [seed=S] [device=D]"
 
 
@@ -65,10 +67,12 @@ def parse(argv: list[str]) -> dict[str, Any]:
             raise UsageError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
     if not values["ckpt_path"]:
         raise UsageError(f"ckpt_path is required ({USAGE})")
-    if values["length"] < 1:
-        raise UsageError(f"length must be >= 1, got {values['length']}")
-    if not values["temperature"] > 0:
-        raise UsageError(f"temperature must be > 0, got {values['temperature']}")
+    if not 1 <= values["length"] <= MAX_LENGTH:
+        raise UsageError(f"length must be in [1, {MAX_LENGTH}], got {values['length']}")
+    if not (values["temperature"] > 0 and math.isfinite(values["temperature"])):
+        raise UsageError(f"temperature must be a finite number > 0, got {values['temperature']}")
+    if not 0 <= values["seed"] < 2**32:
+        raise UsageError(f"seed must be in [0, 2**32), got {values['seed']}")
     if values["top_k"] is not None and values["top_k"] < 1:
         raise UsageError(f"top_k must be >= 1 or null, got {values['top_k']}")
     return values
@@ -97,6 +101,14 @@ def load_language_model(path: str, device: str = "cpu") -> Any:
         raise UsageError(f"ckpt_path: not a checkpoint ({type(err).__name__}): {path}") from None
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise UsageError(f"ckpt_path: not a Lightning checkpoint: {path}")
+    from rnnlab.runtime.resume import nonfinite
+
+    bad = nonfinite(saved)
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise UsageError(
+            f"ckpt_path: the checkpoint's weights hold NaN or Inf ({bad[0]}{more}); it cannot be used: {path}"
+        )
     task = (saved.get("hyper_parameters", {}).get("task") or {}).get("name")
     if str(task) != "language_model":
         raise UsageError(f"ckpt_path: a task={task} checkpoint; rnnlab-generate needs task=language_model: {path}")

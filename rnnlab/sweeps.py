@@ -55,11 +55,20 @@ class FailedJobs(Callback):
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
 
+        from rnnlab.runtime.rundir import DirectoryTaken, read_owner
+
         if job_return.status != JobStatus.FAILED:
             return
         output_dir = config.hydra.runtime.output_dir
-        if output_dir:
-            record_failure(Path(str(output_dir)), job_return._return_value)
+        if not output_dir:
+            return
+        job_dir, error = Path(str(output_dir)), job_return._return_value
+        if isinstance(error, DirectoryTaken) or read_owner(job_dir).get("pid") != os.getpid():
+            # the job's directory is another run's: the failure goes into the sweep's own directory instead
+            sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+            record_refusal(sweep_dir, str(config.hydra.job.get("num", "x")), job_dir, error)
+        else:
+            record_failure(job_dir, error)
 
 
 def error_line(ex: BaseException) -> str:
@@ -83,7 +92,7 @@ def read_summary(job_dir: Path) -> dict[str, Any]:
 
 def record_failure(job_dir: Path, ex: BaseException) -> None:
     """Mark the job's summary.json failed with the exception's one line (keeping what train() wrote, if it did)."""
-    from rnnlab.train import write_json_atomic
+    from rnnlab.atomic import write_json
 
     summary = read_summary(job_dir)
     if summary.get("status") == "failed" and summary.get("error"):
@@ -91,7 +100,20 @@ def record_failure(job_dir: Path, ex: BaseException) -> None:
     summary.update(status="failed", error=error_line(ex))
     summary.setdefault("finished_at", datetime.now().astimezone().isoformat(timespec="seconds"))
     job_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(job_dir / "summary.json", summary)
+    write_json(job_dir / "summary.json", summary)
+
+
+REFUSED_DIR = ".rnnlab-refused"  # in a sweep's directory: jobs whose directory belonged to another run
+
+
+def record_refusal(sweep_dir: Path, job_num: str, job_dir: Path, ex: BaseException) -> None:
+    """A job that could not claim its directory writes nothing there; its failure is kept in the sweep's own
+    directory (``.rnnlab-refused/<job number>.json``), for the list at the end of the sweep."""
+    from rnnlab.atomic import write_json
+
+    if not sweep_dir.is_dir():
+        return
+    write_json(sweep_dir / REFUSED_DIR / f"{job_num}.json", {"job_dir": str(job_dir), "error": error_line(ex)})
 
 
 def _job_number(path: Path) -> tuple[int, str]:
@@ -101,7 +123,8 @@ def _job_number(path: Path) -> tuple[int, str]:
 
 def sweep_jobs(directory: Path, since: float = 0.0) -> tuple[list[Path], list[FailedJob]]:
     """The job directories under ``directory`` whose record was written after ``since`` (sorted by job number), and
-    the failed ones among them: summary.json says failed, or there is none (the job never finished)."""
+    the jobs that did not complete among them: summary.json says failed or interrupted, or there is none (the job
+    never finished); plus the jobs refused their directory (:func:`record_refusal`)."""
     jobs: list[Path] = []
     if directory.is_dir():
         for path in directory.iterdir():
@@ -116,8 +139,18 @@ def sweep_jobs(directory: Path, since: float = 0.0) -> tuple[list[Path], list[Fa
         summary = read_summary(job)
         if not summary:
             failed.append(FailedJob(job, "no summary.json: the job did not finish"))
-        elif summary.get("status") == "failed":
-            failed.append(FailedJob(job, str(summary.get("error") or "failed").splitlines()[0]))
+        elif summary.get("status") in ("failed", "interrupted"):
+            failed.append(FailedJob(job, str(summary.get("error") or summary["status"]).splitlines()[0]))
+    refused = directory / REFUSED_DIR
+    if refused.is_dir():
+        for record in sorted(refused.glob("*.json"), key=lambda p: _job_number(Path(p.stem + "_"))):
+            try:
+                data = json.loads(record.read_text())
+            except (OSError, ValueError):
+                continue
+            if record.stat().st_mtime >= since:
+                failed.append(FailedJob(Path(str(data.get("job_dir", record.stem))), str(data.get("error", ""))))
+                jobs.append(Path(str(data.get("job_dir", record.stem))))
     return jobs, failed
 
 
@@ -132,9 +165,14 @@ def finish_sweep() -> tuple[int, list[FailedJob]]:
     return len(jobs), failed
 
 
-def format_failures(total: int, failed: list[FailedJob]) -> str:
-    """``rnnlab: error: 1 of 3 jobs failed:`` and one line per failed job: its directory, then its error."""
-    lines = [f"rnnlab: error: {len(failed)} of {total} jobs failed:"]
+def format_failures(total: int, failed: list[FailedJob], interrupted: bool = False) -> str:
+    """``rnnlab: error: 1 of 3 jobs failed:`` and one line per failed job: its directory, then its error. After a
+    signal: ``rnnlab: the sweep was interrupted after 2 jobs; not completed:``."""
+    if interrupted:
+        lines = [f"rnnlab: the sweep was interrupted after {total} job{'s' if total != 1 else ''} began; "
+                 "the jobs not begun did not run; not completed:"]  # fmt: skip
+    else:
+        lines = [f"rnnlab: error: {len(failed)} of {total} jobs failed:"]
     lines += [f"  {_shown(job.job_dir)}: {job.error}" for job in failed]
     return "\n".join(lines) + "\n"
 

@@ -7,7 +7,6 @@ config from ``hydra.compose``. torch and lightning are imported inside the funct
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import statistics
@@ -18,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.atomic import write_json
 from rnnlab.config import validate
 from rnnlab.errors import ConfigError, DivergenceError
 
@@ -68,9 +68,9 @@ def check_checkpoint_file(ckpt_path: str) -> None:
         raise ConfigError(f"ckpt_path: not a checkpoint (not a torch.save archive): {p}")
 
 
-def load_checkpoint_hparams(ckpt_path: str) -> dict[str, Any]:
-    """The hyperparameters of a Lightning checkpoint; one line for a file torch cannot read or that Lightning
-    did not write."""
+def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
+    """A Lightning checkpoint, memory-mapped; one line for a file torch cannot read or that Lightning did not
+    write."""
     import torch
 
     try:
@@ -79,13 +79,18 @@ def load_checkpoint_hparams(ckpt_path: str) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path: not a checkpoint ({type(err).__name__}): {ckpt_path}") from err
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise ConfigError(f"ckpt_path: not a Lightning checkpoint: {ckpt_path}")
-    return saved.get("hyper_parameters") or {}
+    return saved
 
 
-def check_checkpoint_run(ckpt_path: str, cfg: DictConfig) -> None:
+def load_checkpoint_hparams(ckpt_path: str) -> dict[str, Any]:
+    """The hyperparameters of a Lightning checkpoint (one-line errors as :func:`load_checkpoint`)."""
+    return load_checkpoint(ckpt_path).get("hyper_parameters") or {}
+
+
+def check_checkpoint_run(ckpt_path: str, cfg: DictConfig, saved: dict[str, Any] | None = None) -> None:
     """Before any data is loaded: the checkpoint was written by this backend, task and optimizer (the network
     itself is compared once it is built, :func:`check_checkpoint_matches`)."""
-    hparams = load_checkpoint_hparams(ckpt_path)
+    hparams = (saved if saved is not None else load_checkpoint(ckpt_path)).get("hyper_parameters") or {}
     for key, theirs, ours in (
         ("model.backend", hparams.get("backend", "torch"), cfg.model.backend),
         ("task", (hparams.get("task") or {}).get("name"), cfg.task.name),
@@ -97,7 +102,8 @@ def check_checkpoint_run(ckpt_path: str, cfg: DictConfig) -> None:
             )
 
 
-def _instantiate_all(node: Any, what: str) -> list[Any]:
+def _instantiate_all(node: Any, what: str) -> list[tuple[str, Any]]:
+    """(key, object) for every entry of ``node`` that is not null."""
     from hydra.utils import instantiate
 
     objects = []
@@ -105,7 +111,7 @@ def _instantiate_all(node: Any, what: str) -> list[Any]:
         if entry is None:
             continue
         try:
-            objects.append(instantiate(entry))
+            objects.append((f"{what}.{key}", instantiate(entry)))
         except Exception as err:  # a bad _target_ or argument: name the key
             cause = err.__cause__ or err
             raise ConfigError(f"{what}.{key}: {str(cause).splitlines()[0]}") from err
@@ -203,40 +209,93 @@ def _route_lightning_logs() -> None:
 def train(cfg: DictConfig) -> float | None:
     """Train and test one configuration; returns ``cfg.optimized_metric`` (for sweepers), or None.
 
-    Rank 0 ends by writing ``<run_dir>/summary.json`` (:func:`run_summary`) and, for TensorBoard loggers, the
-    hyperparameters with the final metrics (the HPARAMS tab).
+    The run owns ``paths.run_dir`` (rnnlab.runtime.rundir: claimed before anything is written, given back if the
+    run ends before its first training step) and follows the signal contract (rnnlab.runtime.signals: SIGTERM
+    and SIGINT end the fit at the end of a step with a checkpoint, raising RunInterrupted). Rank 0 ends by writing
+    ``<run_dir>/summary.json`` (:func:`run_summary`) and, for TensorBoard loggers, the hyperparameters with the
+    final metrics (the HPARAMS tab).
     """
+    from rnnlab import distributed
+    from rnnlab.runtime import rundir
+    from rnnlab.runtime.signals import RunInterrupted, SignalContract
+
     started = time.perf_counter()
     validate(cfg)
     check_inputs(cfg)
-    run_dir = Path(cfg.paths.run_dir)
-    from rnnlab import distributed
+    run_dir = Path(str(cfg.paths.run_dir)).expanduser()
+    worker = rundir.launched_worker()
+    claim = None if worker else rundir.held(run_dir)
+    took = claim is None and not worker
+    outcome = "failed"
+    with SignalContract() as signals:
+        try:
+            if took:
+                claim = rundir.claim(run_dir, "run", "paths.run_dir")
+            if distributed.wants_spawn(cfg):  # trainer.strategy=ddp_spawn: all of train(cfg) in each process
+                value = distributed.spawn_train(cfg)
+            else:
+                value = _train(cfg, run_dir, claim, signals, started)
+            outcome = "completed"
+            return value
+        except RunInterrupted as err:
+            outcome = "interrupted"
+            if claim is not None and not claim.holds_results():
+                raise RunInterrupted(err.signum, f"{err.message} before the first training step; nothing to resume "
+                                     "(the run directory was given back)") from None  # fmt: skip
+            raise
+        finally:
+            if claim is not None:
+                if took and outcome != "completed" and not claim.holds_results():
+                    claim.release()  # it ended before its first training step: the directory is given back
+                else:
+                    claim.finish(outcome)
 
-    if distributed.wants_spawn(cfg):  # trainer.strategy=ddp_spawn: all of train(cfg) in each process it starts
-        return distributed.spawn_train(cfg)
 
+def _train(cfg: DictConfig, run_dir: Path, claim: Any, signals: Any, started: float) -> float | None:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
     from lightning.pytorch.plugins.io import CheckpointIO
     from lightning.pytorch.utilities import rank_zero_only
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from rnnlab.checkpointing import AtomicCheckpointIO
     from rnnlab.data.datamodules import build_datamodule
+    from rnnlab.runtime import rundir
+    from rnnlab.runtime.callbacks import GracefulStop, RunRecord
+    from rnnlab.runtime.resume import check_finite, data_fingerprint, plan_resume, run_record
+    from rnnlab.runtime.signals import RunInterrupted
 
     _route_lightning_logs()
-    seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path is None and claim is not None and claim.taken_back:  # a requeued SLURM job: its own last.ckpt
+        last = run_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = str(last) if last.is_file() else None
+    plan = None
+    if ckpt_path is not None:
+        saved = load_checkpoint(ckpt_path)
+        check_finite(saved, ckpt_path)
+        check_checkpoint_run(ckpt_path, cfg, saved)
+        plan = plan_resume(cfg, saved, ckpt_path)
+        del saved
+    seed = plan.seed if plan is not None else (cfg.seed if cfg.seed is not None else secrets.randbelow(2**31))
     L.seed_everything(seed, workers=True, verbose=False)
-    if cfg.ckpt_path is not None:
-        check_checkpoint_run(cfg.ckpt_path, cfg)
 
     # The Trainer is built before the data is loaded, so that a bad trainer argument fails at once
     numpy_summary = False
-    callbacks = _instantiate_all(cfg.callbacks, "callbacks")
+    named_callbacks = _instantiate_all(cfg.callbacks, "callbacks")
+    named_loggers = _instantiate_all(cfg.logger, "logger")
+    callbacks = [c for _, c in named_callbacks]
     if cfg.trainer.enable_progress_bar is False:  # trainer.enable_progress_bar=false wins over the callback
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    loggers = _instantiate_all(cfg.logger, "logger")
+    loggers = [logger for _, logger in named_loggers]
+    if claim is not None:  # every directory the run writes to lies inside a directory it owns
+        for key, callback in named_callbacks:
+            rundir.check_inside(getattr(callback, "dirpath", None), f"{key}.dirpath")
+        for key, logger in named_loggers:
+            rundir.check_inside(getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None), key)
+        rundir.check_inside(cfg.trainer.default_root_dir, "trainer.default_root_dir")
     trainer_kwargs = _container(cfg.trainer)
-    trainer_kwargs["strategy"] = distributed.worker_strategy(trainer_kwargs["strategy"])  # ddp_spawn -> ddp
+    trainer_kwargs["strategy"] = distributed_strategy(trainer_kwargs["strategy"])  # ddp_spawn -> ddp in a worker
     if cfg.model.backend == "numpy":
         # Manual optimization: Lightning refuses its own clipping and accumulation (the task does both), and
         # the arrays live on the CPU whatever devices the machine has.
@@ -253,6 +312,13 @@ def train(cfg: DictConfig) -> float | None:
         trainer_kwargs["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     if not any(isinstance(p, CheckpointIO) for p in trainer_kwargs.get("plugins") or []):
         trainer_kwargs["plugins"] = [*(trainer_kwargs.get("plugins") or []), AtomicCheckpointIO()]
+    trainer_kwargs["plugins"] = [*trainer_kwargs["plugins"], *_cluster_plugins()]
+    saver = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    if saver is not None and hasattr(saver, "resumed_from"):
+        saver.resumed_from = ckpt_path
+    stop = GracefulStop(signals, getattr(saver, "save_last_now", None), claim)
+    record = run_record(cfg, seed, data_fingerprint(cfg.data))
+    callbacks = [*callbacks, stop, RunRecord(record, plan)]
     try:
         trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False)
     except Exception as err:  # Lightning's MisconfigurationException, ValueError, TypeError
@@ -261,15 +327,19 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg.data, seed, cfg.paths.cache_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    check_val_interval(cfg, datamodule)
     prompt = cfg.task.get("sample_prompt") or ""
     unknown = [ch for ch in prompt if ch not in datamodule.vocab.stoi]
     if unknown:
         raise ConfigError(f"task.sample_prompt: character {unknown[0]!r} does not occur in data={cfg.data.name}")
     model = build_task(cfg, datamodule, seed)
-    if cfg.ckpt_path is not None:
-        check_checkpoint_matches(cfg.ckpt_path, model)
+    check_monitor(cfg, model, datamodule)
+    if ckpt_path is not None:
+        check_checkpoint_matches(ckpt_path, model)
     if numpy_summary:
         _log_numpy_summary(model.net)
+    if plan is not None:
+        plan.announce()
 
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -278,27 +348,67 @@ def train(cfg: DictConfig) -> float | None:
     for logger in trainer.loggers:
         logger.log_hyperparams(flat_hparams(cfg, seed))
 
+    signals.in_fit = True
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except DivergenceError as err:  # no last.ckpt of the diverged weights; summary.json says why the run failed
         if trainer.global_rank == 0:
             summary = failed_summary(cfg, model, trainer, seed, err, time.perf_counter() - started)
-            write_json_atomic(run_dir / "summary.json", summary)
+            write_json(run_dir / "summary.json", summary)
         raise
+    except (RunInterrupted, SIGTERMException, KeyboardInterrupt) as err:
+        _interrupted(cfg, model, trainer, seed, stop, run_dir, started, err)
+    except SystemExit as err:
+        if signals.signum is None:  # Lightning's KeyboardInterrupt path ends in sys.exit(1)
+            raise
+        _interrupted(cfg, model, trainer, seed, stop, run_dir, started, err)
+    except Exception as err:
+        translated = _lightning_config_error(err, cfg)
+        if translated is err:
+            raise
+        raise translated from err
+    finally:
+        signals.in_fit = False
+    if signals.signum is not None:  # the signal came as the fit ended
+        _interrupted(cfg, model, trainer, seed, stop, run_dir, started, None)
+
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    saver = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    try:
+        return _finish(cfg, model, trainer, datamodule, saver, run_dir, seed, metrics, started)
+    except RunInterrupted as err:
+        _interrupted(cfg, model, trainer, seed, stop, run_dir, started, err)
+    return None  # not reached: _interrupted raises
+
+
+def _finish(
+    cfg: DictConfig,
+    model: Any,
+    trainer: Any,
+    datamodule: Any,
+    saver: Any,
+    run_dir: Path,
+    seed: int,
+    metrics: dict[str, float],
+    started: float,
+) -> float | None:
+    """After the fit: a validation if none ran, the test split with the best checkpoint, the report and the
+    summary."""
+    import logging
+
+    log = logging.getLogger("rnnlab")
     if cfg.optimized_metric and cfg.optimized_metric not in metrics and _can_validate(trainer):
         # max_steps ended the fit before its first validation (a short sweep trial): score the final weights,
         # so that the sweeper still gets a value. After last.ckpt is written: a validation may change state that a
         # resume needs (the language model's carried hidden state)
-        import logging
-
-        logging.getLogger("rnnlab").info("No validation ran during fit: validating the final weights")
+        log.info("No validation ran during fit: validating the final weights")
         results = trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
 
     test_metrics: dict[str, float] = {}
     best_path = saver.best_model_path if saver is not None else ""
+    if best_path and not Path(best_path).is_file():
+        log.warning("The best checkpoint %s is gone: testing the final weights instead", best_path)
+        best_path = ""
     if cfg.run_test and not trainer.interrupted:
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
@@ -318,8 +428,148 @@ def train(cfg: DictConfig) -> float | None:
         }
         _log_hparams_with_metrics(trainer, flat_hparams(cfg, seed), final)
         summary = run_summary(cfg, model, trainer, seed, metrics, test_metrics, value, time.perf_counter() - started)
-        write_json_atomic(run_dir / "summary.json", summary)
+        write_json(run_dir / "summary.json", summary)
     return value
+
+
+def _interrupted(
+    cfg: DictConfig, model: Any, trainer: Any, seed: int, stop: Any, run_dir: Path, started: float, err: Any
+) -> None:
+    """A signal ended the run: summary.json says so (and where to resume from); raise RunInterrupted with the one
+    line for the user. Under a SLURM launcher the preemption signal is then handed to submitit, which requeues."""
+    from rnnlab.callbacks import last_good_checkpoint
+    from rnnlab.runtime.signals import RunInterrupted, signal_name
+
+    signals = stop.signals
+    signum = signals.signum or getattr(err, "signum", None) or 15
+    checkpoint = stop.saved or _last_checkpoint(trainer) or last_good_checkpoint(trainer)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        checkpoint = None
+    step = int(trainer.global_step)
+    ckpt_step = _checkpoint_step(checkpoint) if checkpoint else None
+    where = f"step {step}" + (" (during validation)" if stop.mid_validation else "")
+    if checkpoint is None:
+        resume = "no checkpoint was written, so a new run starts from scratch"
+    else:
+        resume = f"resume: {resume_command(cfg, checkpoint)}"
+        if ckpt_step is not None and ckpt_step != step:
+            resume = f"the last checkpoint is from step {ckpt_step}; {resume}"
+    line = f"interrupted by {signal_name(signum)} at {where}; {resume}"
+    if trainer.global_rank == 0:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        summary = run_summary(cfg, model, trainer, seed, metrics, {}, None, time.perf_counter() - started)
+        summary.update(
+            status="interrupted",
+            error=line,
+            interrupted={"signal": signal_name(signum), "step": step, "checkpoint": checkpoint,
+                         "checkpoint_step": ckpt_step, "stopped": stop.stop_point},
+        )  # fmt: skip
+        write_json(run_dir / "summary.json", summary)
+    if signals.is_preemption:
+        signals.requeue()
+    raise RunInterrupted(signum, line) from (err if isinstance(err, BaseException) else None)
+
+
+def _last_checkpoint(trainer: Any) -> str | None:
+    """The run's own last.ckpt, if it has written one."""
+    for saver in trainer.checkpoint_callbacks:
+        if getattr(saver, "dirpath", None) and getattr(saver, "save_last", False):
+            path = Path(saver.dirpath) / f"{saver.CHECKPOINT_NAME_LAST}{saver.FILE_EXTENSION}"
+            if path.is_file():
+                return str(path)
+    return None
+
+
+def _checkpoint_step(path: str) -> int | None:
+    try:
+        return int(load_checkpoint(path).get("global_step"))
+    except (ConfigError, TypeError, ValueError):
+        return None
+
+
+def resume_command(cfg: DictConfig, checkpoint: str) -> str:
+    """The command that resumes this run from ``checkpoint``: the run's own overrides plus ckpt_path."""
+    import shlex
+
+    from rnnlab.distributed import command_line_overrides
+
+    dropped = ("ckpt_path=", "hydra.run.dir=", "paths.run_dir=")
+    keep = [o for o in command_line_overrides() if not o.lstrip("+~").startswith(dropped)]
+    return " ".join(["rnnlab-train", *(shlex.quote(o) for o in keep), shlex.quote(f"ckpt_path={_shown(checkpoint)}")])
+
+
+def _shown(path: Any) -> str:
+    text = str(path)
+    try:
+        rel = os.path.relpath(text)
+    except ValueError:
+        return text
+    return text if rel.startswith("..") else rel
+
+
+def distributed_strategy(strategy: Any) -> Any:
+    from rnnlab import distributed
+
+    return distributed.worker_strategy(strategy)
+
+
+def _cluster_plugins() -> list[Any]:
+    """Under a submitit SLURM job, Lightning's own SLURM auto-requeue (SIGUSR1) is switched off: submitit's
+    requeue signal is the one rnnlab follows (rnnlab.runtime.signals), and one mechanism requeues, not two."""
+    if "SUBMITIT_EXECUTOR" not in os.environ and "SUBMITIT_FOLDER" not in os.environ:
+        return []
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return []
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
+def check_val_interval(cfg: DictConfig, datamodule: Any) -> None:
+    """An integer ``trainer.val_check_interval`` counts batches within an epoch (unless
+    ``check_val_every_n_epoch=null``): it cannot exceed the epoch's training batches."""
+    interval, every = cfg.trainer.val_check_interval, cfg.trainer.check_val_every_n_epoch
+    if not isinstance(interval, int) or isinstance(interval, bool) or every is None:
+        return
+    try:
+        batches = len(datamodule.train_dataloader())
+    except (TypeError, NotImplementedError):  # a stream without a length
+        return
+    limit = cfg.trainer.limit_train_batches
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = int(batches * limit)
+    if interval > batches:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} is more than the {batches} training batches of an epoch of "
+            f"data={cfg.data.name}; use at most {batches}, a fraction of the epoch (0.5), or "
+            f"trainer.check_val_every_n_epoch=null to count batches across epochs"
+        )
+
+
+def check_monitor(cfg: DictConfig, model: Any, datamodule: Any) -> None:
+    """``task.monitor`` names a validation metric the task logs (a typo would end the first validation)."""
+    monitor = str(cfg.task.monitor)
+    names = model.validation_metrics(datamodule) if hasattr(model, "validation_metrics") else None
+    if names is None:
+        return
+    logged = sorted(f"val/{n}" for n in names)
+    if monitor.startswith("test/") or (monitor.startswith("val/") and monitor not in logged):
+        raise ConfigError(
+            f"task.monitor={monitor}: task={cfg.task.name} with data={cfg.data.name} never logs it during training; "
+            f"it logs {', '.join(logged)}"
+        )
+
+
+def _lightning_config_error(err: Exception, cfg: DictConfig) -> Exception:
+    """Lightning's complaints about the trainer's settings that only the fit finds, as one line naming the key."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    if "val_check_interval" in text:
+        return ConfigError(f"trainer.val_check_interval: {text.replace('`', '')}")
+    if "could not find the monitored key" in text:
+        return ConfigError(f"task.monitor={cfg.task.monitor}: the task never logs it ({text.replace('`', '')})")
+    return err
 
 
 def _can_validate(trainer: Any) -> bool:
@@ -411,16 +661,6 @@ def failed_summary(
     return summary
 
 
-def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
-    """Write a temporary file next to ``path``, then rename it over ``path``: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_text(json.dumps(content, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _log_numpy_summary(net: Any) -> None:
     import logging
 
@@ -462,10 +702,12 @@ def _report(
         lines += ["", f"-- generated sample (temperature {t.temperature:g}) --", sample, "-- end of sample --"]
     if run_dir.is_dir():
         rel = os.path.relpath(run_dir)
-        lines += [
-            "",
-            f"Run directory: {rel}",
-            f"  checkpoints: {rel}/checkpoints/   metrics: {rel}/csv/metrics.csv",
-            f"  TensorBoard: tensorboard --logdir {rel}   (or --logdir {cfg.paths.output_dir} for every run)",
-        ]
+        wrote = (("checkpoints", "checkpoints/"), ("metrics", "csv/metrics.csv"))
+        files = [f"{name}: {rel}/{path}" for name, path in wrote if (run_dir / path).exists()]
+        lines += ["", f"Run directory: {rel}"]
+        if files:
+            lines.append("  " + "   ".join(files))
+        if (run_dir / "tensorboard").is_dir():
+            every = f"(or --logdir {cfg.paths.output_dir} for every run)"
+            lines.append(f"  TensorBoard: tensorboard --logdir {rel}   {every}")
     print("\n".join(lines), flush=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import math
 import os
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from rnnlab.cli import config_dir, one_line_error
 from rnnlab.config import TASK_DATA, validate
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.generate import UsageError, generate, parse
-from rnnlab.rundir import check_new_dir, run_files_in, sweep_files_in
+from rnnlab.runtime.rundir import check_new_dir, run_files_in, sweep_files_in
 from rnnlab.train import check_checkpoint_file, train
 
 BIN = Path(sys.executable).parent
@@ -408,26 +410,47 @@ def test_checkpoint_of_another_run_kind_fails_before_the_data(compose, lm_checkp
 
 
 @pytest.mark.parametrize(
-    ("overrides", "fragments"),
+    ("overrides", "fragments", "old_style"),
     [
-        (("model.hidden_size=8",), ["hidden_size=4 in the checkpoint but 8 here"]),
-        (("model=gru",), ["cell=lstm in the checkpoint but gru here"]),
-        (("model.num_layers=2",), ["num_layers=1 in the checkpoint but 2 here"]),
-        (("other corpus",), ["vocab_size=", "in the checkpoint but 4 here"]),  # another text: another vocabulary
+        (
+            ("model.hidden_size=8",),
+            ["changes model.hidden_size (4 -> 8)"],
+            ["hidden_size=4 in the checkpoint but 8 here"],
+        ),
+        (("model=gru",), ["changes model.cell (lstm -> gru)"], ["cell=lstm in the checkpoint but gru here"]),
+        (("model.num_layers=2",), ["changes model.num_layers (1 -> 2)"], ["num_layers=1 in the checkpoint but 2 here"]),
+        # another text: another vocabulary
+        (("other corpus",), ["changes data.path (the file's content differs"], ["vocab_size=", "but 4 here"]),
     ],
 )
-def test_checkpoint_of_another_network_says_what_differs(compose, lm_checkpoint, tmp_path, overrides, fragments):
+@pytest.mark.parametrize("record", [True, False], ids=["record", "older-checkpoint"])
+def test_checkpoint_of_another_network_says_what_differs(compose, lm_checkpoint, tmp_path, overrides, fragments,
+                                                         old_style, record):  # fmt: skip
+    """The run's record in the checkpoint names every key a resume may not change; a checkpoint without one (from
+    before the record) is still compared network by network."""
+    import torch
+
     corpus = lm_checkpoint.parents[2] / "corpus.txt"
     if overrides == ("other corpus",):
         corpus, overrides = tmp_path / "abc.txt", ()
         corpus.write_text("abcabcabca\n" * 100)  # four characters: a, b, c and the newline
+    checkpoint = lm_checkpoint
+    if not record:
+        saved = torch.load(lm_checkpoint, map_location="cpu", weights_only=False)
+        del saved["rnnlab"]
+        checkpoint = tmp_path / "older.ckpt"
+        torch.save(saved, checkpoint)
     cfg = compose("data=text_file", f"data.path={corpus}", "data.seq_len=16", *TINY, *overrides,
-                  f"ckpt_path={lm_checkpoint}")  # fmt: skip
+                  f"ckpt_path={checkpoint}")  # fmt: skip
     with pytest.raises(ConfigError) as info:
         train(cfg)
     line = line_of(info.value)
-    assert line.startswith("ckpt_path: the checkpoint holds another network (")
-    assert_names(line, fragments)
+    if record:
+        assert line.startswith("ckpt_path: a resumed run keeps what shapes the model, the data and the arithmetic")
+        assert_names(line, [*fragments, str(checkpoint)])
+    else:
+        assert line.startswith("ckpt_path: the checkpoint holds another network (")
+        assert_names(line, old_style)
 
 
 # ------------------------------------------------------------------------------------ rnnlab-generate
@@ -438,8 +461,12 @@ def test_generate_errors(lm_checkpoint, junk):
         ([], "ckpt_path is required"),
         ([f"ckpt_path={lm_checkpoint}", "lenght=5"], "unknown argument 'lenght'"),
         ([f"ckpt_path={lm_checkpoint}", "length=abc"], "length must be an integer, got 'abc'"),
-        ([f"ckpt_path={lm_checkpoint}", "length=0"], "length must be >= 1"),
-        ([f"ckpt_path={lm_checkpoint}", "temperature=nan"], "temperature must be > 0"),
+        ([f"ckpt_path={lm_checkpoint}", "length=0"], "length must be in [1, 1000000], got 0"),
+        ([f"ckpt_path={lm_checkpoint}", "length=1000001"], "length must be in [1, 1000000], got 1000001"),
+        ([f"ckpt_path={lm_checkpoint}", "temperature=nan"], "temperature must be a finite number > 0"),
+        ([f"ckpt_path={lm_checkpoint}", "temperature=inf"], "temperature must be a finite number > 0, got inf"),
+        ([f"ckpt_path={lm_checkpoint}", "seed=-1"], "seed must be in [0, 2**32), got -1"),
+        ([f"ckpt_path={lm_checkpoint}", "seed=4294967296"], "seed must be in [0, 2**32), got 4294967296"),
         ([f"ckpt_path={lm_checkpoint}", "top_k=0"], "top_k must be >= 1"),
         ([f"ckpt_path={lm_checkpoint}", "hello"], "'hello' is not key=value"),
         ([f"ckpt_path={lm_checkpoint}", "prompt=\u00e9"], "prompt: character '\u00e9'"),
@@ -593,7 +620,7 @@ def test_run_dir_guard_callback_exits_with_one_line(tmp_path, monkeypatch, capsy
     """Hydra turns a callback's exceptions into warnings, so the guard itself prints the line and exits 1."""
     from omegaconf import OmegaConf
 
-    from rnnlab.rundir import RunDirGuard
+    from rnnlab.runtime.rundir import RunDirGuard
 
     for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(name, raising=False)
@@ -613,12 +640,212 @@ def test_run_dir_guard_callback_exits_with_one_line(tmp_path, monkeypatch, capsy
         assert err.count("\n") == 1
         assert err.startswith(f"rnnlab: error: {key}=")
         assert "already holds a run" in err
-    monkeypatch.setenv("WORLD_SIZE", "2")  # one process of a torchrun launch: its peers share the directory
+    monkeypatch.setenv("WORLD_SIZE", "2")  # rank 0 of a torchrun launch owns the directory: it is checked
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit):
+        guard.on_run_start(config=config)
+    capsys.readouterr()
+    monkeypatch.setenv("RANK", "1")  # its peers share rank 0's directory: they claim nothing
     guard.on_run_start(config=config)
     monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("RANK")
     monkeypatch.setenv("LOCAL_RANK", "1")  # a process Lightning started for DDP
     guard.on_run_start(config=config)
     monkeypatch.delenv("LOCAL_RANK")
     fresh = OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "new")}, "job": {"name": "cli"}}})
     guard.on_run_start(config=fresh)  # a new directory: nothing to say
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------- checked before training (issue 12, 8)
+CLASSIFY_TINY = (*CLASSIFY, "model.hidden_size=4", "model.embed_dim=4", "logger=csv", "trainer.limit_val_batches=1",
+                 "trainer.limit_test_batches=1")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "start"),
+    [
+        (
+            (*CLASSIFY_TINY, "trainer.val_check_interval=1000"),
+            "trainer.val_check_interval=1000 is more than the 9 training batches of an epoch of data=synthetic_text",
+        ),
+        (
+            ("task=forecast", "data=stocks", "trainer.max_steps=8", "trainer.val_check_interval=8", "logger=csv"),
+            "trainer.val_check_interval=8 is more than the 5 training batches of an epoch of data=stocks",
+        ),
+        (
+            (*CLASSIFY_TINY, "task.monitor=val/accuracy"),
+            "task.monitor=val/accuracy: task=classify with data=synthetic_text never logs it during training; it logs "
+            "val/acc, val/auroc, val/f1, val/loss",
+        ),
+        ((*CLASSIFY_TINY, "task.monitor=test/acc"), "task.monitor=test/acc: task=classify"),
+    ],
+    ids=["val_check_interval", "val_check_interval-stocks", "monitor", "monitor-test"],
+)
+def test_checked_before_training(compose, tmp_path, overrides, start):
+    with pytest.raises(ConfigError) as info:
+        train(compose(*overrides, run_dir=tmp_path / "run"))
+    assert line_of(info.value).startswith(start), line_of(info.value)
+    assert not (tmp_path / "run").exists()  # refused before the first step: nothing kept
+
+
+def test_a_loss_that_grows_a_millionfold_is_a_divergence(compose, tmp_path):
+    """SGD at lr 1e30 with clipping on: the loss climbs to 1e30 and stays finite; the guard stops the run."""
+    from rnnlab.errors import DivergenceError
+
+    for backend in ("torch", "numpy"):
+        run = tmp_path / backend
+        with pytest.raises(DivergenceError) as info:
+            train(compose(*CLASSIFY_TINY, f"model.backend={backend}", "optimizer=sgd", "optimizer.lr=1e30",
+                          "trainer.max_steps=20", run_dir=run))  # fmt: skip
+        assert "more than callbacks.divergence.max_loss_factor=1e+06 times the run's first loss" in line_of(info.value)
+        assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+    train(compose(*CLASSIFY_TINY, "optimizer=sgd", "optimizer.lr=1e30", "trainer.max_steps=20",
+                  "callbacks.divergence.max_loss_factor=null", run_dir=tmp_path / "off"))  # fmt: skip
+    assert json.loads((tmp_path / "off" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_summary_json_is_valid_json_whatever_the_numbers(compose, tmp_path):
+    """A metric that overflowed (val/ppl = inf) is written as null, not as JavaScript's Infinity."""
+    from rnnlab.atomic import write_json
+
+    write_json(tmp_path / "x.json", {"a": float("inf"), "b": [float("nan"), 1.5], "c": {"d": -float("inf")}})
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    assert json.loads((tmp_path / "x.json").read_text(), parse_constant=refuse) == {"a": None, "b": [None, 1.5],
+                                                                                    "c": {"d": None}}  # fmt: skip
+    run = tmp_path / "run"
+    train(compose(*CLASSIFY_TINY, "optimizer=sgd", "optimizer.lr=1e30", "trainer.max_steps=6",
+                  "trainer.val_check_interval=3", "callbacks.divergence=null", run_dir=run))  # fmt: skip
+    text = (run / "summary.json").read_text()
+    summary = json.loads(text, parse_constant=refuse)
+    assert summary["fit_metrics"]["val/loss"] is None or math.isfinite(summary["fit_metrics"]["val/loss"])
+
+
+# ------------------------------------------------------------------------------- smaller (issue 12, 9)
+def test_tilde_in_an_override_is_the_home_directory(monkeypatch, tmp_path):
+    from rnnlab.cli import expand_home
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert expand_home(["data.path=~/corpus.txt", "paths.output_dir=~", "task.sample_prompt=~x", "-m", "x=y"]) == [
+        f"data.path={tmp_path}/corpus.txt",
+        f"paths.output_dir={tmp_path}",
+        "task.sample_prompt=~x",
+        "-m",
+        "x=y",
+    ]
+    monkeypatch.setenv("HOME", str(tmp_path / "with space"))
+    assert expand_home(["data.path=~/c.txt"]) == [f"data.path='{tmp_path}/with space/c.txt'"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("~/runs", "{home}/runs"), ("~", "{home}"), ("", "outputs"),
+                                                 ("  ", "outputs"), ("rel/out", "rel/out")])  # fmt: skip
+def test_output_dir_from_the_environment(raw_compose, monkeypatch, tmp_path, value, expected):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RNNLAB_OUTPUT_DIR", value)
+    cfg = raw_compose()
+    assert OmegaConf.select(cfg, "paths.output_dir") == expected.format(home=tmp_path)
+
+
+def test_the_report_names_only_what_the_run_wrote(compose, tmp_path, capsys):
+    train(compose(*CLASSIFY_TINY, "trainer.max_steps=0", run_dir=tmp_path / "run"))
+    out = capsys.readouterr().out
+    assert "Run directory: " in out
+    assert "checkpoints:" not in out  # max_steps=0 writes no checkpoint
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_byte_order_mark_is_not_text(tmp_path):
+    from rnnlab.data import corpus, token_cache
+
+    text = "".join(f"line {i}: to be or not to be\n" for i in range(100))
+    with_bom = tmp_path / "bom.txt"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert corpus.read_text_file(with_bom) == text
+    for chunk_bytes in (2, 3, 7, 64 * 1024):  # the mark cut by a chunk boundary, or alone in the first chunk
+        assert "".join(corpus.iter_text_chunks(with_bom, chunk_bytes)) == text
+    itos, n = token_cache.scan_vocab(with_bom)
+    assert "\ufeff" not in itos
+    assert n == len(text)
+
+
+@pytest.mark.cli
+def test_cli_override_errors_name_the_override(tmp_path):
+    result = run_cli("rnnlab-train", "data=text_file", "data.path=a=b.txt", cwd=tmp_path)
+    assert_one_line(result, "rnnlab: error: cannot parse the override 'data.path=a=b.txt'",
+                    ["quote the value, e.g. data.path='a=b.txt'"])  # fmt: skip
+
+
+@pytest.mark.cli
+def test_cli_tilde_paths(tmp_path, files):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "corpus.txt").write_text(files["corpus"].read_text())
+    result = run_cli("rnnlab-train", "data=text_file", "data.path=~/corpus.txt", "data.seq_len=16", *TINY,
+                     "trainer.enable_progress_bar=false", cwd=tmp_path,
+                     env={"HOME": str(home), "RNNLAB_OUTPUT_DIR": "~/out"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((home / "out" / "runs").iterdir())  # ~ in RNNLAB_OUTPUT_DIR is the home directory too
+    assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.cli
+def test_cli_optuna_search_whose_every_trial_fails(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("rnnlab-train", "-m", "hparams_search=classify_optuna", "hydra.sweeper.n_trials=2",
+                     "trainer.max_steps=2", "data.num_samples=200", "model.hidden_size=0",
+                     f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("rnnlab:", "  "))]
+    assert lines[0] == "rnnlab: error: 2 of 2 jobs failed:"
+    assert all(line.endswith("model.hidden_size must be > 0, got 0") for line in lines[1:]), lines
+
+
+def _fsize_limit(limit: int):
+    def set_limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return set_limit
+
+
+@pytest.mark.cli
+def test_cli_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, files):
+    """Writes fail part-way through a run. As root, the run's outputs go to a small tmpfs (ENOSPC); otherwise a
+    file-size limit makes every write beyond 16 KiB fail (EFBIG). One line, exit 1, no traceback, and the
+    last.ckpt written before is complete."""
+    out = tmp_path / "small"
+    out.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(out)],
+                                                  capture_output=True).returncode == 0  # fmt: skip
+    try:
+        args = [*CLASSIFY, "model.hidden_size=48", "model.embed_dim=16", "trainer.max_steps=400",
+                "trainer.val_check_interval=4", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
+                "callbacks.model_checkpoint.save_top_k=3", "callbacks.model_checkpoint.monitor=step",
+                "callbacks.model_checkpoint.mode=max", f"hydra.run.dir={out}/run"]  # fmt: skip
+        environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+        environment["OMP_NUM_THREADS"] = "1"
+        result = subprocess.run([str(BIN / "rnnlab-train"), *args], cwd=tmp_path, env=environment,
+                                capture_output=True, text=True, timeout=300,
+                                preexec_fn=None if mounted else _fsize_limit(60 * 1024))  # fmt: skip
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.startswith("rnnlab:")]
+        assert len(lines) == 1, result.stderr[-3000:]
+        reason = "No space left on device" if mounted else "File too large"
+        assert lines[0].startswith("rnnlab: error: cannot write "), lines[0]
+        assert reason in lines[0], lines[0]
+        last = out / "run" / "checkpoints" / "last.ckpt"
+        if last.exists():
+            import torch
+
+            assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] > 0  # complete
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(out)], check=False)

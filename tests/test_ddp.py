@@ -55,6 +55,7 @@ class Probe(L.Callback):
         self.rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.log_dir = Path(log_dir)
         self._log = open(self.log_dir / f"rank{self.rank}.txt", "a", buffering=1)  # noqa: SIM115 (the process's life)
+        (self.log_dir / f"pid{self.rank}.txt").write_text(str(os.getpid()))
         self._root = str(Path(root).resolve())
         self._reduced = False
         sys.addaudithook(self._hook)
@@ -143,7 +144,7 @@ def test_only_rank_zero_writes_and_the_files_are_those_of_one_process(runs):
     for name in ("config_resolved.yaml", "summary.json", "csv/metrics.csv", "checkpoints/last.ckpt"):
         assert name in written, name
     # TensorBoard writes its events outside Python's open(): the pid in their names says which process wrote them
-    rank0_pid = re.search(r"\.summary\.json\.(\d+)\.", written).group(1)
+    rank0_pid = (audit / "pid0.txt").read_text()
     events = list(ddp_dir.rglob("events.out.tfevents.*"))
     assert events
     assert {re.search(r"\.(\d+)\.\d+$", p.name).group(1) for p in events} == {rank0_pid}

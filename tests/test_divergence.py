@@ -158,25 +158,32 @@ def test_failed_jobs_callback_records_a_crash_and_train_main_lists_the_failures(
     """The path of a sweeper that does not raise (Optuna with max_failure_rate): train_main lists and exits 1."""
     from hydra.core.utils import JobReturn, JobStatus
 
+    from rnnlab.runtime import rundir
+    from rnnlab.runtime.rundir import DirectoryTaken
     from rnnlab.sweeps import FailedJobs
 
     sweep = tmp_path / "out" / "multiruns" / "stamp"
     callback = FailedJobs()
 
     def fake_sweep() -> None:
-        callback.on_multirun_start(SimpleNamespace(hydra=SimpleNamespace(sweep=SimpleNamespace(dir=str(sweep)))))
-        outcomes = {"0_a": None, "1_b": ZeroDivisionError("division by zero"), "2_c": None, "10_d": RnnlabError("x")}
-        for name, error in outcomes.items():
-            job = sweep / name
-            (job / ".hydra").mkdir(parents=True)
-            (job / ".hydra" / "overrides.yaml").write_text("[]\n")
+        sweep_cfg = SimpleNamespace(dir=str(sweep))
+        callback.on_multirun_start(SimpleNamespace(hydra=SimpleNamespace(sweep=sweep_cfg)))
+        outcomes = {"0_a": None, "1_b": ZeroDivisionError("division by zero"), "2_c": None, "10_d": RnnlabError("x"),
+                    "0_a ": DirectoryTaken("hydra.sweep.subdir=... belongs to a run")}  # fmt: skip
+        for num, (name, error) in enumerate(outcomes.items()):
+            job = sweep / name.strip()
+            if not isinstance(error, DirectoryTaken):  # what a job does first: claim its directory
+                rundir.claim(job, "run", "hydra.sweep.subdir").finish("running")
+                (job / ".hydra").mkdir(parents=True)
+                (job / ".hydra" / "overrides.yaml").write_text("[]\n")
             ret = JobReturn()
             if error is None:
                 (job / "summary.json").write_text(json.dumps({"status": "completed"}))
                 ret.status, ret.return_value = JobStatus.COMPLETED, 0.5
             else:
                 ret.status, ret.return_value = JobStatus.FAILED, error
-            config = SimpleNamespace(hydra=SimpleNamespace(runtime=SimpleNamespace(output_dir=str(job))))
+            config = SimpleNamespace(hydra=SimpleNamespace(runtime=SimpleNamespace(output_dir=str(job)),
+                                                           sweep=sweep_cfg, job={"num": num}))  # fmt: skip
             callback.on_job_end(config, ret)
 
     monkeypatch.setattr(rnnlab.cli, "_install_error_reporter", lambda: None)  # no patching of Hydra in pytest
@@ -186,10 +193,12 @@ def test_failed_jobs_callback_records_a_crash_and_train_main_lists_the_failures(
         rnnlab.cli.train_main()
     assert exited.value.code == 1
     assert json.loads((sweep / "1_b" / "summary.json").read_text())["error"] == "ZeroDivisionError: division by zero"
+    assert json.loads((sweep / "0_a" / "summary.json").read_text())["status"] == "completed"  # not the refused job's
     assert capsys.readouterr().err.splitlines() == [
-        "rnnlab: error: 2 of 4 jobs failed:",
+        "rnnlab: error: 3 of 5 jobs failed:",
         f"  {os.path.relpath(sweep / '1_b')}: ZeroDivisionError: division by zero",
         f"  {os.path.relpath(sweep / '10_d')}: x",
+        f"  {os.path.relpath(sweep / '0_a')}: hydra.sweep.subdir=... belongs to a run",
     ]
     monkeypatch.setattr(rnnlab.cli, "_hydra_train", lambda: None)
     rnnlab.cli.train_main()  # the sweep is forgotten: no second listing, exit 0

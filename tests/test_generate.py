@@ -75,7 +75,7 @@ def test_errors_are_one_line(checkpoints, tmp_path):
         (f"ckpt_path={tmp_path / 'missing.ckpt'}",): "ckpt_path: file not found",
         (f"ckpt_path={junk}",): "ckpt_path: not a checkpoint",
         (f"ckpt_path={checkpoints['numpy']}", "prompt=\u20ac"): "prompt: character",
-        (f"ckpt_path={checkpoints['torch']}", "temperature=0"): "temperature must be > 0",
+        (f"ckpt_path={checkpoints['torch']}", "temperature=0"): "temperature must be a finite number > 0",
         (f"ckpt_path={checkpoints['torch']}", "lenght=3"): "unknown argument 'lenght'",
     }
     for args, expected in cases.items():

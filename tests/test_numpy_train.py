@@ -50,7 +50,7 @@ def run_recording(compose, overrides, run_dir: Path, monkeypatch) -> tuple[list[
 
     def with_recorder(node, what):
         objects = instantiate_all(node, what)
-        return [*objects, recorder] if what == "callbacks" else objects
+        return [*objects, ("callbacks.recorder", recorder)] if what == "callbacks" else objects
 
     def keep_task(cfg, datamodule, seed):
         built["task"] = build_task(cfg, datamodule, seed)

@@ -207,26 +207,58 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
-def test_resumed_ranking_keeps_the_best_score_and_the_other_runs_files(tmp_path):
-    """Resuming into a new directory keeps the crashed run's best score (Lightning's own class drops it), and
-    never deletes that run's files when a better checkpoint replaces them in the top k."""
+def _foreign_state(old_dir: Path, score: float = 0.75) -> dict:
+    best = old_dir / "best-step5.ckpt"
+    return {"dirpath": str(old_dir), "best_model_score": torch.tensor(score), "best_model_path": str(best),
+            "kth_best_model_path": str(best), "kth_value": torch.tensor(score),
+            "best_k_models": {str(best): torch.tensor(score)},
+            "last_model_path": str(old_dir / "last.ckpt")}  # fmt: skip
+
+
+def test_resumed_ranking_keeps_the_best_score_in_a_copy_of_its_own(tmp_path):
+    """Resuming into a new directory keeps the crashed run's best score (Lightning's own class drops it) and copies
+    its ranked checkpoints into the new run: the new run depends on no other directory, and never changes one."""
     from rnnlab.checkpointing import ResumingModelCheckpoint
 
     old_dir, new_dir = tmp_path / "old", tmp_path / "new"
     old_dir.mkdir()
     old_best = old_dir / "best-step5.ckpt"
     old_best.write_bytes(b"x")
-    state = {"dirpath": str(old_dir), "best_model_score": torch.tensor(0.75), "best_model_path": str(old_best),
-             "kth_best_model_path": str(old_best), "kth_value": torch.tensor(0.75),
-             "best_k_models": {str(old_best): torch.tensor(0.75)},
-             "last_model_path": str(old_dir / "last.ckpt")}  # fmt: skip
     cb = ResumingModelCheckpoint(dirpath=new_dir, monitor="val/acc", mode="max", save_top_k=1)
-    cb.load_state_dict(state)
+    cb.load_state_dict(_foreign_state(old_dir))
+    copy = new_dir / "best-step5.ckpt"
     assert float(cb.best_model_score) == 0.75
-    assert cb.best_model_path == str(old_best)
-    assert cb.best_k_models == {str(old_best): torch.tensor(0.75)}
-    cb._remove_checkpoint(None, str(old_best))  # trainer unused for foreign files
+    assert cb.best_model_path == str(copy)
+    assert copy.read_bytes() == b"x"
+    assert cb.best_k_models == {str(copy): torch.tensor(0.75)}
+    cb._remove_checkpoint(None, str(old_best))  # never another run's file
     assert old_best.exists()
+    old_best.unlink()  # the old run can go: this one has what it needs
+    assert copy.read_bytes() == b"x"
+
+
+def test_resumed_ranking_finds_a_moved_run_or_drops_what_is_gone(tmp_path, caplog):
+    """The recorded paths point at a directory that was moved: the files are found next to the resumed checkpoint.
+    When they are gone altogether the ranking goes on without them (and the test split uses the final weights)."""
+    from rnnlab.checkpointing import ResumingModelCheckpoint
+
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "best-step5.ckpt").write_bytes(b"y")
+    cb = ResumingModelCheckpoint(dirpath=tmp_path / "new", monitor="val/acc", mode="max", save_top_k=1)
+    cb.resumed_from = str(moved / "last.ckpt")
+    cb.load_state_dict(_foreign_state(tmp_path / "old"))  # tmp_path/old does not exist: the run was moved
+    assert cb.best_model_path == str(tmp_path / "new" / "best-step5.ckpt")
+    assert Path(cb.best_model_path).read_bytes() == b"y"
+
+    gone = ResumingModelCheckpoint(dirpath=tmp_path / "other", monitor="val/acc", mode="max", save_top_k=1)
+    gone.resumed_from = str(tmp_path / "nowhere" / "last.ckpt")
+    with caplog.at_level("WARNING", logger="rnnlab"):
+        gone.load_state_dict(_foreign_state(tmp_path / "old"))
+    assert gone.best_model_path == ""
+    assert gone.best_model_score is None
+    assert gone.best_k_models == {}
+    assert "is gone (moved or deleted)" in caplog.text
 
 
 def test_mid_epoch_state_needs_the_same_batch_size_and_process_count():

@@ -521,7 +521,7 @@ def test_training_parity_float64(compose, tmp_path, monkeypatch):
 
         def with_recorder(node, what, recorder=recorder):
             objects = ORIGINAL_INSTANTIATE_ALL(node, what)
-            return [*objects, recorder] if what == "callbacks" else objects
+            return [*objects, ("callbacks.recorder", recorder)] if what == "callbacks" else objects
 
         def keep_task(cfg, datamodule, seed, built=built):
             built["task"] = ORIGINAL_BUILD_TASK(cfg, datamodule, seed)

@@ -62,7 +62,7 @@ def run(compose, overrides: tuple[str, ...], run_dir: Path, monkeypatch) -> tupl
 
     def with_record(node, what):
         objects = ORIGINAL_INSTANTIATE_ALL(node, what)
-        return [*objects, record] if what == "callbacks" else objects
+        return [*objects, ("callbacks.record", record)] if what == "callbacks" else objects
 
     def keep_task(cfg, datamodule, seed):
         built["task"] = ORIGINAL_BUILD_TASK(cfg, datamodule, seed)
@@ -383,8 +383,8 @@ def test_generate_errors_are_one_line(parity_runs, capsys, compose, tmp_path):
         (f"ckpt_path={junk}",): "ckpt_path: not a checkpoint",
         (f"ckpt_path={classify}",): "a task=classify checkpoint; rnnlab-generate needs task=language_model",
         (f"ckpt_path={ckpt}", "prompt=ROMEO\u00a7"): "prompt: character '\u00a7' is not in this model's vocabulary",
-        (f"ckpt_path={ckpt}", "temperature=-1"): "temperature must be > 0",
-        (f"ckpt_path={ckpt}", "length=0"): "length must be >= 1",
+        (f"ckpt_path={ckpt}", "temperature=-1"): "temperature must be a finite number > 0",
+        (f"ckpt_path={ckpt}", "length=0"): "length must be in [1, 1000000]",
         (f"ckpt_path={ckpt}", "length=ten"): "length must be an integer",
     }
     for args, message in cases.items():

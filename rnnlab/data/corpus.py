@@ -132,11 +132,16 @@ def iter_text_chunks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) ->
 
 def iter_decoded(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str | bytes]:
     """:func:`iter_text_chunks`, except that a chunk of pure ASCII comes as its ``bytes`` (which are its code
-    points), neither decoded nor copied."""
+    points), neither decoded nor copied. A UTF-8 byte-order mark at the start of the file (Windows editors write
+    one) is not text: it is skipped."""
     p = check_text_file(path)
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     fed = 0  # bytes given to the decoder so far
     with open(p, "rb") as fh:
+        if fh.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
+            fed = len(codecs.BOM_UTF8)
+        else:
+            fh.seek(0)
         while True:
             raw = fh.read(chunk_bytes)
             pending = len(decoder.getstate()[0])  # the first bytes of a character cut by the previous chunk

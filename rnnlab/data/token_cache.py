@@ -37,7 +37,8 @@ from rnnlab.data import corpus
 from rnnlab.data.vocab import CharVocab
 from rnnlab.errors import DataError
 
-FORMAT_VERSION = 1  # bump when the token file layout or the encoding changes; every cache key includes it
+# bump when the token file layout or the encoding changes; every cache key includes it
+FORMAT_VERSION = 2  # 2: a leading UTF-8 byte-order mark is skipped
 CHUNK_BYTES = corpus.CHUNK_BYTES
 
 

@@ -212,6 +212,11 @@ class RecurrentTask(L.LightningModule):
     def batch_size_of(batch: Any) -> int:
         return int(batch[0].shape[0])
 
+    def validation_metrics(self, datamodule: Any) -> set[str]:
+        """The names (without ``val/``) of the metrics this task logs at every validation with this data: what
+        ``task.monitor`` may name (checked before training)."""
+        return {"loss"}
+
     @staticmethod
     def tokens_of(batch: Any) -> int:
         return int(batch[0].numel())

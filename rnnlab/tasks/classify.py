@@ -31,6 +31,9 @@ class ClassifyTask(RecurrentTask):
             self.metrics.update({f"{stage}_auroc": BinaryAUROC() for stage in ("val", "test")})
         self.confusion = MulticlassConfusionMatrix(num_classes=c)
 
+    def validation_metrics(self, datamodule: Any) -> set[str]:
+        return {"loss", "acc", "f1"} | ({"auroc"} if self.spec.num_outputs == 2 else set())
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.is_numpy:
             _, final, _ = self.net.forward(x.cpu().numpy(), lengths.cpu().numpy(), train=False)

@@ -126,6 +126,9 @@ class ForecastTask(RegressTask):
         last = x[:, -1, index].detach().cpu().double().numpy()  # [B, K]: the last observed (normalized) targets
         self._outputs[stage].append((pred, y.detach().cpu().double().numpy(), last))
 
+    def validation_metrics(self, datamodule: Any) -> set[str]:
+        return {"loss", "mae", "rmse", "mape", "mae_persistence"}
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 

@@ -128,6 +128,9 @@ class LanguageModelTask(RecurrentTask):
             self.eval_state = _detach_state(final)
         self.nll[stage].update(loss, weight=batch[1].numel())
 
+    def validation_metrics(self, datamodule: Any) -> set[str]:
+        return {"loss", "bpc", "ppl"}
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step("val", batch, batch_idx)
 

@@ -71,6 +71,10 @@ class RegressTask(RecurrentTask):
         pred = self(x)
         self.mse[stage].update(pred.to(torch.float64), y.to(torch.float64))
 
+    def validation_metrics(self, datamodule: Any) -> set[str]:
+        baseline = getattr(datamodule, "baseline_mse", None) or {}
+        return {"loss", "mse"} | ({"mse_baseline"} if "val" in baseline else set())
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 

@@ -302,6 +302,9 @@ class Seq2SeqTask(RecurrentTask):
         self.log(f"{stage}/exact_match", exact / n, prog_bar=stage == "val", sync_dist=True)
         self.log(f"{stage}/bleu", bleu.score(), prog_bar=stage == "val", sync_dist=True)
 
+    def validation_metrics(self, datamodule: Any) -> set[str]:
+        return {"loss", "exact_match", "bleu"}
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val", batch_idx)
 

@@ -143,6 +143,11 @@ class TagTask(RecurrentTask):
                 acc["true"].append([names[i] for i in row_y[:n]])
                 acc["pred"].append([names[i] for i in row_p[:n]])
 
+    def validation_metrics(self, datamodule: Any) -> set[str]:
+        names = getattr(datamodule, "label_names", None)
+        bio = bool(names) and any(n.startswith("B-") for n in names)
+        return {"loss", "acc"} | ({"entity_f1", "entity_precision", "entity_recall"} if bio else set())
+
     def _bio_label_names(self) -> list[str] | None:
         """The data module's label names if they are BIO tags (entity scores are computed for those only)."""
         names = getattr(getattr(self.trainer, "datamodule", None), "label_names", None) if self._trainer else None

@@ -395,6 +395,7 @@ class TrainConfig:
     callbacks: Any = None
     paths: PathsConfig = MISSING
     seed: int | None = 42
+    threads: int | None = None  # CPU threads of torch and NumPy's BLAS (None: the libraries' defaults)
     ckpt_path: str | None = None
     optimized_metric: str | None = "${task.monitor}"
     run_test: bool = True  # after fit, evaluate the best checkpoint on the test split
@@ -625,6 +626,8 @@ def validate(cfg: DictConfig) -> None:
     _check_added_keys(cfg)
     if cfg.seed is not None and not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed must be in [0, 2**32) or null, got {cfg.seed}")
+    if cfg.get("threads") is not None and cfg.threads < 1:
+        raise ConfigError(f"threads must be >= 1 or null (the libraries' defaults), got {cfg.threads}")
     for key in ("model.hidden_size", "model.num_layers", "data.batch_size"):
         _positive(cfg, key)
     _positive(cfg, "model.embed_dim", allow_zero=True)

@@ -28,7 +28,7 @@ def _container(node: Any) -> Any:
 
 def flat_hparams(cfg: DictConfig, seed: int) -> dict[str, Any]:
     """The hyperparameters a person compares runs by, flat and scalar (for TensorBoard's HPARAMS tab)."""
-    out: dict[str, Any] = {"seed": seed}
+    out: dict[str, Any] = {"seed": seed, "threads": cfg.get("threads")}
     for group in ("model", "task", "data", "optimizer"):
         for key, value in _container(cfg[group]).items():
             if isinstance(value, list):
@@ -227,14 +227,16 @@ def train(cfg: DictConfig) -> float | None:
     claim = None if worker else rundir.held(run_dir)
     took = claim is None and not worker
     outcome = "failed"
-    with SignalContract() as signals:
+    from rnnlab.provenance import ThreadCount
+
+    with SignalContract() as signals, ThreadCount(cfg.get("threads")) as threads:
         try:
             if took:
                 claim = rundir.claim(run_dir, "run", "paths.run_dir")
             if distributed.wants_spawn(cfg):  # trainer.strategy=ddp_spawn: all of train(cfg) in each process
                 value = distributed.spawn_train(cfg)
             else:
-                value = _train(cfg, run_dir, claim, signals, started)
+                value = _train(cfg, run_dir, claim, signals, started, threads)
             outcome = "completed"
             return value
         except RunInterrupted as err:
@@ -251,7 +253,7 @@ def train(cfg: DictConfig) -> float | None:
                     claim.finish(outcome)
 
 
-def _train(cfg: DictConfig, run_dir: Path, claim: Any, signals: Any, started: float) -> float | None:
+def _train(cfg: DictConfig, run_dir: Path, claim: Any, signals: Any, started: float, threads: Any) -> float | None:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
     from lightning.pytorch.plugins.io import CheckpointIO
@@ -260,6 +262,7 @@ def _train(cfg: DictConfig, run_dir: Path, claim: Any, signals: Any, started: fl
 
     from rnnlab.checkpointing import AtomicCheckpointIO
     from rnnlab.data.datamodules import build_datamodule
+    from rnnlab.provenance import data_checksum
     from rnnlab.runtime import rundir
     from rnnlab.runtime.callbacks import GracefulStop, RunRecord
     from rnnlab.runtime.resume import check_finite, data_fingerprint, plan_resume, run_record
@@ -317,8 +320,8 @@ def _train(cfg: DictConfig, run_dir: Path, claim: Any, signals: Any, started: fl
     if saver is not None and hasattr(saver, "resumed_from"):
         saver.resumed_from = ckpt_path
     stop = GracefulStop(signals, getattr(saver, "save_last_now", None), claim)
-    record = run_record(cfg, seed, data_fingerprint(cfg.data))
-    callbacks = [*callbacks, stop, RunRecord(record, plan)]
+    record = RunRecord(run_record(cfg, seed, data_fingerprint(cfg.data)), plan)
+    callbacks = [*callbacks, stop, record]
     try:
         trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False)
     except Exception as err:  # Lightning's MisconfigurationException, ValueError, TypeError
@@ -327,6 +330,7 @@ def _train(cfg: DictConfig, run_dir: Path, claim: Any, signals: Any, started: fl
     datamodule = build_datamodule(cfg.data, seed, cfg.paths.cache_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    record.record["data"] = data_checksum(datamodule.source_files(), _container(cfg.data))
     check_val_interval(cfg, datamodule)
     prompt = cfg.task.get("sample_prompt") or ""
     unknown = [ch for ch in prompt if ch not in datamodule.vocab.stoi]
@@ -348,6 +352,7 @@ def _train(cfg: DictConfig, run_dir: Path, claim: Any, signals: Any, started: fl
     for logger in trainer.loggers:
         logger.log_hyperparams(flat_hparams(cfg, seed))
 
+    threads.apply()  # the pools of libraries loaded since the run began
     signals.in_fit = True
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -618,9 +623,13 @@ def run_summary(
 ) -> dict[str, Any]:
     """The content of ``summary.json``: one run's outcome, for rnnlab-report (which relies on these keys)."""
     from rnnlab.callbacks import PeakMemory, Timing
+    from rnnlab.provenance import environment
+    from rnnlab.runtime.callbacks import RunRecord
 
     timing = next((c for c in trainer.callbacks if isinstance(c, Timing)), None)
     memory = next((c for c in trainer.callbacks if isinstance(c, PeakMemory)), None)
+    record = next((c for c in trainer.callbacks if isinstance(c, RunRecord)), None)
+    data = (record.record.get("data") if record is not None else None) or {}
     step_ms, samples_per_s = step_statistics(timing.step_times, timing.step_samples) if timing else (None, None)
     return {
         "status": "interrupted" if trainer.interrupted else "completed",
@@ -643,6 +652,10 @@ def run_summary(
         "cell": str(cfg.model.cell),
         "task": str(cfg.task.name),
         "data": str(cfg.data.name),
+        "data_sha256": data.get("sha256"),  # of the files the data is read from, or of a generator's settings
+        "data_sources": data.get("of"),
+        "threads": cfg.get("threads"),
+        "environment": environment(),  # machine, libraries and builds, thread counts, git commit
         "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 

@@ -31,6 +31,11 @@ class _Loaders(L.LightningDataModule):
         self.seed = seed
         self.splits: dict[str, Dataset] = {}
 
+    def source_files(self) -> list[Path]:
+        """The files this data is read from (their checksum is the run's ``data_sha256``); none for generated
+        data, whose identity is its generator's settings."""
+        return []
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.splits[split]
         return self._make_loader(
@@ -334,6 +339,9 @@ class CharCorpusDataModule(_Loaders):
         self.vocab: CharVocab | None = None
         self.num_outputs = 0
         self.token_file: token_cache.TokenFile | None = None
+
+    def source_files(self) -> list[Path]:
+        return [self.text_path()]
 
     def text_path(self) -> Path:
         """The text to model: data.path, or the Shakespeare text (converted into the cache on first use)."""

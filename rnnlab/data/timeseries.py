@@ -305,10 +305,12 @@ class ForecastDataModule(_Loaders):
         backtest: str | None = None,
         log_target: bool = False,
         residual: bool = False,
+        source: Path | None = None,
     ):
         super().__init__(batch_size, num_workers, pin_memory, seed)
         self.name = name
         self.load = load
+        self.source = source
         self.targets = list(targets)
         self.features = list(features) + [t for t in self.targets if t not in features]  # a target is an input
         self.target_index = [self.features.index(t) for t in self.targets]
@@ -322,6 +324,9 @@ class ForecastDataModule(_Loaders):
         self.num_outputs = horizon * len(self.targets)
         self.scaler: Scaler | None = None
         self.bounds: dict[str, tuple[int, int]] = {}
+
+    def source_files(self) -> list[Path]:
+        return [self.source] if self.source is not None else []
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -408,10 +413,11 @@ def build_forecast(data_cfg: Any, seed: int, cache_dir: str | None, **common: An
     backtest = None
     load: Callable[[], pd.DataFrame]
     if name == "weather":
-        load = load_weather
+        load, source = load_weather, vega_file("seattle-weather.csv")
     elif name == "airline":
-        load = load_airline
+        load, source = load_airline, AIRLINE_CSV
     else:
+        source = vega_file("stocks.csv")
         ticker = check_ticker(data_cfg.ticker)
         if len(targets) != 1:
             raise DataError(f"data.target={','.join(targets)}: data=stocks forecasts one of log_return, price")
@@ -423,6 +429,7 @@ def build_forecast(data_cfg: Any, seed: int, cache_dir: str | None, **common: An
     return ForecastDataModule(
         name=name,
         load=load,
+        source=source,
         features=features,
         targets=targets,
         window=int(data_cfg.window),

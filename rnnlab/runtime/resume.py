@@ -19,7 +19,6 @@ This module imports no torch at import time.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -62,14 +61,10 @@ def data_fingerprint(data_cfg: Any) -> str | None:
     path = data_cfg.get("path") if hasattr(data_cfg, "get") else None
     if not path:
         return None
+    from rnnlab.provenance import file_sha256
+
     p = Path(str(path)).expanduser()
-    if not p.is_file():
-        return None
-    digest = hashlib.sha256()
-    with p.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(p) if p.is_file() else None
 
 
 def run_record(cfg: DictConfig, seed: int, fingerprint: str | None) -> dict[str, Any]:

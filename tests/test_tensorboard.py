@@ -26,7 +26,8 @@ TINY = ["task=classify", "data=synthetic_text", "data.num_samples=300", "model.h
         "trainer.limit_test_batches=1"]  # fmt: skip
 SUMMARY_KEYS = {"status", "seed", "hparams", "fit_metrics", "test_metrics", "optimized_metric", "optimized_value",
                 "num_params", "step_ms_median", "samples_per_s", "peak_rss_mb", "peak_rss_delta_mb", "wall_s",
-                "global_step", "epochs", "backend", "cell", "task", "data", "finished_at", "world_size"}  # fmt: skip
+                "global_step", "epochs", "backend", "cell", "task", "data", "finished_at", "world_size", "threads",
+                "data_sha256", "data_sources", "environment"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,11 @@ def test_summary_json(runs, backend):
     assert set(summary) == SUMMARY_KEYS
     assert summary["world_size"] == 1
     assert summary["status"] == "completed"
+    # provenance: synthetic data is identified by its generator's settings, the machine by its libraries
+    assert len(summary["data_sha256"]) == 64 and "generator" in summary["data_sources"]
+    env = summary["environment"]
+    assert env["torch"]["version"] == __import__("torch").__version__
+    assert env["numpy"] == __import__("numpy").__version__
     assert (summary["backend"], summary["task"], summary["data"]) == (backend, "classify", "synthetic_text")
     assert summary["cell"] == ("gru" if backend == "torch" else "lstm")
     assert summary["seed"] == 42 == summary["hparams"]["seed"]

@@ -322,14 +322,14 @@ class ReviewsDataModule(_Loaders):
         self.bucket = bucket
         self.cache_dir = cache_dir
         self.pad_id = 0
-
-    def source_files(self) -> list[Path]:
-        return [reviews_csv()]
         self.num_outputs = len(CLASS_NAMES)
         self.class_names = list(CLASS_NAMES)
         self.vocab = CharVocab([PAD, UNK])  # replaced by the training split's vocabulary in setup()
         self.rows: dict[str, np.ndarray] = {}  # split -> rows of the source (its texts in file order)
         self._prepared: tuple[list[str], dict[str, Split]] | None = None
+
+    def source_files(self) -> list[Path]:
+        return [reviews_csv()]
 
     def prepare_data(self) -> None:
         # tokenize and cache once, on one process; the same process's setup() takes the arrays as they are

@@ -58,7 +58,8 @@ def test_summary_json(runs, backend):
     assert summary["world_size"] == 1
     assert summary["status"] == "completed"
     # provenance: synthetic data is identified by its generator's settings, the machine by its libraries
-    assert len(summary["data_sha256"]) == 64 and "generator" in summary["data_sources"]
+    assert len(summary["data_sha256"]) == 64
+    assert "generator" in summary["data_sources"]
     env = summary["environment"]
     assert env["torch"]["version"] == __import__("torch").__version__
     assert env["numpy"] == __import__("numpy").__version__

@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="CPU threads of torch and NumPy's BLAS (default: theirs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-memory", action="store_true", help="time only")
+    p.add_argument("--memory-lengths", default=None, type=_ints, help="measure memory at these lengths only (all)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # cell,dtype,H,T,backend (internal)
     return p.parse_args(argv)
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             for hidden in args.hidden:
                 for length in args.lengths:
                     r = time_point(cell, dtype, hidden, length, args)
-                    if not args.no_memory:
+                    if not args.no_memory and (args.memory_lengths is None or length in args.memory_lengths):
                         for backend in ("numpy", "torch"):
                             m = measure_memory(cell, dtype, hidden, length, backend, args)
                             r[f"{backend}_rss_mb"], r[f"{backend}_alloc_mb"] = m["rss_mb"], m["alloc_mb"]

@@ -92,7 +92,9 @@ def stage_controlled(work: Path, quick: bool) -> None:
     """The controlled sweep twice: with the libraries' default thread counts (both cores), and with one thread
     (``threads=1``): the second is the noise floor, the same computation summed in another order."""
     extra = ["data.num_samples=400", "trainer.max_epochs=1", "model=rnn,gru", "model.num_layers=1"] if quick else []
-    for name, threads in (("controlled", []), ("controlled_1thread", ["threads=1"])):
+    # one thread per job: the second sweep runs two jobs at a time on the 2 cores (its timings are not reported)
+    parallel = ["threads=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    for name, threads in (("controlled", []), ("controlled_1thread", parallel)):
         base = work / name
         if base.exists():
             shutil.rmtree(base)
@@ -102,25 +104,27 @@ def stage_controlled(work: Path, quick: bool) -> None:
 
 # The issue's example of rounding amplified by an adaptive optimizer: a 2-layer bidirectional RNN classifier, float64,
 # Adagrad, seed 11; two thread counts on each backend, without and with an initial accumulator.
-NOISE = ["experiment=study_controlled", "hydra.mode=RUN", "model=rnn", "model.num_layers=2", "model.bidirectional=true",
-         "optimizer=adagrad", "seed=11", "trainer.max_steps=40", "trainer.log_every_n_steps=1"]  # fmt: skip
+NOISE = ["task=classify", "data=synthetic_text", "data.num_samples=4000", "model=rnn", "model.hidden_size=32",
+         "model.embed_dim=0", "model.num_layers=2", "model.bidirectional=true", "optimizer=adagrad", "seed=11",
+         "trainer.precision=64", "trainer.max_steps=40", "trainer.log_every_n_steps=1", "logger=csv",
+         "trainer.enable_progress_bar=false", "print_sample=false"]  # fmt: skip
 
 
 def stage_noise(work: Path, quick: bool) -> None:
-    base = fresh(work / "noise")
+    base = work / "noise"
+    if base.exists():
+        shutil.rmtree(base)
     extra = ["data.num_samples=400", "trainer.max_steps=12"] if quick else []
-    for accumulator in (0.0, 0.1):
-        for backend in ("torch", "numpy"):
-            for threads in (2, 1):
-                name = f"acc{accumulator:g}_{backend}_{threads}"
-                train([*NOISE, f"optimizer.initial_accumulator_value={accumulator}", f"model.backend={backend}",
-                       f"threads={threads}", *extra, f"hydra.run.dir={base / name}"], base / f"{name}.log")  # fmt: skip
+    train(["-m", *NOISE, "optimizer.initial_accumulator_value=0,0.1", "model.backend=torch,numpy", "threads=2,1",
+           *extra, f"hydra.sweep.dir={base}", "hydra.sweep.subdir=acc${optimizer.initial_accumulator_value}_"
+           "${model.backend}_${threads}"], work / "noise.log")  # fmt: skip
 
 
 def stage_speed(work: Path, quick: bool) -> None:
     base = fresh(work / "speed")
-    short = ["--iters", "2", "--rounds", "1"] if quick else []
-    grid = ["--hidden", "64,128", "--lengths", "20"] if quick else []
+    short = ["--iters", "2", "--rounds", "1"] if quick else ["--warmup", "3", "--iters", "4"]
+    # hidden 64..512 x T 50, 100; memory (a fresh process per backend and point) at T = 100
+    grid = ["--hidden", "64,128", "--lengths", "20"] if quick else ["--lengths", "50,100", "--memory-lengths", "100"]
     cells = ["--hidden", "64", "--lengths", "20"] if quick else ["--hidden", "256", "--lengths", "100"]
     py = sys.executable
     run([py, "scripts/bench_grid.py", "--cells", "lstm", *grid, *short, "--json", str(base / "grid.json")],
@@ -138,7 +142,8 @@ def stage_vanishing(work: Path, quick: bool) -> None:
         shutil.rmtree(base)
     lengths = "10,20" if quick else "10,50"
     extra = ["data.num_train=640", "trainer.max_epochs=1"] if quick else []
-    train(["experiment=vanishing_gradient", f"data.length={lengths}", f"seed={SEED}",
+    parallel = ["threads=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]  # two jobs at a time, one thread each
+    train(["experiment=vanishing_gradient", f"data.length={lengths}", f"seed={SEED}", *parallel,
            "trainer.enable_progress_bar=false", *extra, f"hydra.sweep.dir={base}"], work / "vanishing.log")  # fmt: skip
 
 
@@ -665,7 +670,7 @@ def adagrad_section(work: Path, tmp: Path, facts: dict[str, Any]) -> list[str]:
     for job in sorted(base.glob("acc*_*_*")) if base.is_dir() else []:
         if (job / "summary.json").is_file():
             acc, backend, threads = job.name.split("_")
-            runs[(acc[3:], backend, int(threads))] = csv(job)
+            runs[(f"{float(acc[3:]):g}", backend, int(threads))] = csv(job)
     if not runs:
         return []
     lines = ["### Why Adam and Adagrad amplify rounding", ""]

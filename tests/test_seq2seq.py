@@ -19,15 +19,11 @@ from torch.nn import functional as F
 from rnnlab.config import validate
 from rnnlab.data import seq2seq_data as sd
 from rnnlab.errors import ConfigError, DataError
+from rnnlab.models.decoding import beam_search, greedy_decode
 from rnnlab.models.numpy import attention as att
 from rnnlab.models.numpy.losses import cross_entropy
-from rnnlab.models.numpy.seq2seq import (
-    NumpySeq2Seq,
-    Seq2SeqSpec,
-    beam_search,
-    greedy_decode,
-    init_seq2seq_parameters,
-)
+from rnnlab.models.numpy.seq2seq import NumpySeq2Seq
+from rnnlab.models.seq2seq_spec import Seq2SeqSpec, init_seq2seq_parameters
 from rnnlab.models.torch.seq2seq import TorchSeq2Seq
 from rnnlab.tasks.seq2seq import BleuStats, corpus_bleu
 from rnnlab.train import _instantiate_all as ORIGINAL_INSTANTIATE_ALL

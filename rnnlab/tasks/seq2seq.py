@@ -33,13 +33,8 @@ import torch
 from torch.nn import functional as F
 
 from rnnlab.data.vocab import CharVocab
-from rnnlab.models.numpy.seq2seq import (
-    Seq2SeqSpec,
-    beam_search,
-    greedy_decode,
-    init_seq2seq_parameters,
-    strip_special,
-)
+from rnnlab.models.decoding import beam_search, greedy_decode, strip_special
+from rnnlab.models.seq2seq_spec import Seq2SeqSpec, init_seq2seq_parameters
 from rnnlab.tasks.base import RecurrentTask
 
 IGNORE = -100

@@ -1,5 +1,6 @@
-"""Encoder-decoder with optional attention (task=seq2seq): the network description, its one initializer, the NumPy
-network (hand-written forward and backward) and the decoding algorithms both backends share.
+"""Encoder-decoder with optional attention (task=seq2seq): the NumPy network (hand-written forward and backward).
+Its description and initializer are in rnnlab.models.seq2seq_spec, the decoding both backends share in
+rnnlab.models.decoding.
 
 Network (Luong et al., 2015, with Bahdanau's additive score as an option)::
 
@@ -24,140 +25,17 @@ Parameters are a ``{torch name: array}`` dict in the torch model's names and lay
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from rnnlab.models.init import recurrent_shapes
 from rnnlab.models.numpy import attention as att
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import embedding_backward, embedding_forward
 from rnnlab.models.numpy.params import NumpyParameters
-from rnnlab.models.numpy.stack import CELLS, RecurrentStack, StackCache
-from rnnlab.models.spec import NetSpec
-
-ATTENTIONS = ("none", "additive", "dot")
-
-
-# ------------------------------------------------------------------------------------------------------ spec
-@dataclass(frozen=True)
-class Seq2SeqSpec:
-    """What an encoder-decoder is, independent of the backend that runs it."""
-
-    cell: str  # rnn | lstm | gru (encoder and decoder)
-    src_vocab_size: int
-    tgt_vocab_size: int
-    embed_dim: int  # source and target embeddings
-    hidden_size: int
-    num_layers: int
-    bidirectional: bool  # the encoder only
-    attention: str = "none"  # none | additive | dot
-    dropout: float = 0.0  # between stacked layers (encoder and decoder)
-    nonlinearity: str = "tanh"
-    pad_id: int = 0  # in both vocabularies
-    sos_id: int = 1  # target vocabulary
-    eos_id: int = 2  # target vocabulary
-
-    @property
-    def num_directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    @property
-    def features(self) -> int:
-        """Width of an encoder output h_j (the attention's values)."""
-        return self.hidden_size * self.num_directions
-
-    @property
-    def has_attention(self) -> bool:
-        return self.attention != "none"
-
-    @property
-    def decoder_input_size(self) -> int:
-        """E, or E + H with input feeding."""
-        return self.embed_dim + (self.hidden_size if self.has_attention else 0)
-
-    @property
-    def has_key_projection(self) -> bool:
-        """Additive attention projects the values (W_h); dot attention only when F != H."""
-        return self.attention == "additive" or (self.attention == "dot" and self.features != self.hidden_size)
-
-    def encoder_spec(self) -> NetSpec:
-        return NetSpec(self.cell, self.src_vocab_size, self.embed_dim, self.hidden_size, self.num_layers,
-                       self.bidirectional, num_outputs=0, input_features=self.embed_dim)  # fmt: skip
-
-    def decoder_spec(self) -> NetSpec:
-        return NetSpec(self.cell, self.tgt_vocab_size, self.embed_dim, self.hidden_size, self.num_layers,
-                       False, num_outputs=0, input_features=self.decoder_input_size)  # fmt: skip
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def check_spec(spec: Seq2SeqSpec) -> None:
-    if spec.cell not in CELLS:
-        raise ValueError(f"unknown cell {spec.cell!r}")
-    if spec.attention not in ATTENTIONS:
-        raise ValueError(f"attention must be one of {ATTENTIONS}, got {spec.attention!r}")
-    if spec.embed_dim < 1:
-        raise ValueError("a seq2seq network needs embed_dim >= 1")
-
-
-# ------------------------------------------------------------------------------------------------ initializer
-def init_seq2seq_parameters(spec: Seq2SeqSpec, seed: int) -> dict[str, np.ndarray]:
-    """Every parameter, float64, keyed by the torch model's names, drawn in this order from one generator:
-
-        src_embedding.weight       [Vs, E]        N(0, 1), row pad_id zero      (nn.Embedding)
-        encoder.{weight,bias}_*    torch layout   U(-1/sqrt(H), 1/sqrt(H))      (nn.RNN/LSTM/GRU)
-        tgt_embedding.weight       [Vt, E]        N(0, 1), row pad_id zero
-        decoder.{weight,bias}_*    input E (+ H)  U(-1/sqrt(H), 1/sqrt(H))
-        bridge_h.weight, .bias     [H, 2H], [H]   U(-1/sqrt(2H), 1/sqrt(2H))    bidirectional only (nn.Linear)
-        bridge_c.weight, .bias     [H, 2H], [H]   likewise                      bidirectional LSTM only
-        attention.query.weight     [H, H]         U(-1/sqrt(H), 1/sqrt(H))      additive (W_s)
-        attention.key.weight       [H, F]         U(-1/sqrt(F), 1/sqrt(F))      additive, or dot with F != H (W_h)
-        attention.v.weight         [1, H]         U(-1/sqrt(H), 1/sqrt(H))      additive (v)
-        attention.combine.weight   [H, F + H]     U(-1/sqrt(F+H), 1/sqrt(F+H))  any attention (W_c)
-        output.weight, .bias       [Vt, H], [Vt]  U(-1/sqrt(H), 1/sqrt(H))
-
-    The attention's linear maps have no bias, as in the formulas.
-    """
-    check_spec(spec)
-    rng = np.random.default_rng(seed)
-    H, E, F = spec.hidden_size, spec.embed_dim, spec.features
-    params: dict[str, np.ndarray] = {}
-
-    def uniform(fan_in: int, shape: tuple[int, ...]) -> np.ndarray:
-        bound = 1.0 / math.sqrt(fan_in)
-        return rng.uniform(-bound, bound, size=shape)
-
-    def embedding(vocab: int) -> np.ndarray:
-        w = rng.standard_normal((vocab, E))
-        w[spec.pad_id] = 0.0
-        return w
-
-    params["src_embedding.weight"] = embedding(spec.src_vocab_size)
-    for name, shape in recurrent_shapes(spec.encoder_spec()):
-        params[f"encoder.{name}"] = uniform(H, shape)
-    params["tgt_embedding.weight"] = embedding(spec.tgt_vocab_size)
-    for name, shape in recurrent_shapes(spec.decoder_spec()):
-        params[f"decoder.{name}"] = uniform(H, shape)
-    if spec.bidirectional:
-        for part in ("h", "c") if spec.cell == "lstm" else ("h",):
-            params[f"bridge_{part}.weight"] = uniform(2 * H, (H, 2 * H))
-            params[f"bridge_{part}.bias"] = uniform(2 * H, (H,))
-    if spec.attention == "additive":
-        params["attention.query.weight"] = uniform(H, (H, H))
-    if spec.has_key_projection:
-        params["attention.key.weight"] = uniform(F, (H, F))
-    if spec.attention == "additive":
-        params["attention.v.weight"] = uniform(H, (1, H))
-    if spec.has_attention:
-        params["attention.combine.weight"] = uniform(F + H, (H, F + H))
-    params["output.weight"] = uniform(H, (spec.tgt_vocab_size, H))
-    params["output.bias"] = uniform(H, (spec.tgt_vocab_size,))
-    return params
+from rnnlab.models.numpy.stack import RecurrentStack, StackCache
+from rnnlab.models.seq2seq_spec import Seq2SeqSpec, check_spec, init_seq2seq_parameters
 
 
 def packing(lengths: Any, B: int, T: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -175,116 +53,6 @@ def packing(lengths: Any, B: int, T: int) -> tuple[np.ndarray | None, np.ndarray
     if sorted_lengths[-1] == T:
         return order, inverse, None
     return order, inverse, np.count_nonzero(sorted_lengths[None, :] > np.arange(T)[:, None], axis=1)
-
-
-# ------------------------------------------------------------------------------------------- decoding protocol
-class StepDecoder(Protocol):
-    """What greedy and beam search need from a network (both backends implement it, without gradients)."""
-
-    def start(self, src: Any, src_len: Any) -> tuple[Any, Any]:
-        """Encode a batch: (memory, initial decoder state)."""
-
-    def step(self, memory: Any, state: Any, tokens: np.ndarray) -> tuple[np.ndarray, Any, np.ndarray | None]:
-        """One decoder step for N rows (memory rows = N): (log-probabilities [N, V] float64, new state,
-        attention weights [N, S] or None)."""
-
-    def select(self, memory: Any, state: Any, index: np.ndarray) -> tuple[Any, Any]:
-        """Rows ``index`` of the memory and of the state (beam expansion and reordering)."""
-
-
-def greedy_decode(
-    net: StepDecoder, src: Any, src_len: Any, max_len: int, sos_id: int, eos_id: int, with_attention: bool = False
-) -> tuple[list[list[int]], np.ndarray | None]:
-    """Feed back the argmax token until <eos> (not included in the output) or ``max_len`` steps.
-
-    Returns the token lists and, with ``with_attention``, the weights [B, steps, S] of every step taken.
-    """
-    memory, state = net.start(src, src_len)
-    B = len(src_len)
-    tokens = np.full(B, sos_id, dtype=np.int64)
-    out: list[list[int]] = [[] for _ in range(B)]
-    done = np.zeros(B, dtype=bool)
-    weights = []
-    for _ in range(max_len):
-        log_probs, state, w = net.step(memory, state, tokens)
-        tokens = np.argmax(log_probs, axis=1)
-        if with_attention and w is not None:
-            weights.append(w)
-        for b in np.flatnonzero(~done):
-            if tokens[b] == eos_id:
-                done[b] = True
-            else:
-                out[b].append(int(tokens[b]))
-        if done.all():
-            break
-    attention = np.stack(weights, axis=1) if weights else None
-    return out, attention
-
-
-def beam_search(
-    net: StepDecoder, src: Any, src_len: Any, beam_size: int, max_len: int, sos_id: int, eos_id: int
-) -> list[list[int]]:
-    """Beam search with length-normalised scores; returns the best token list per example (without <eos>).
-
-    Each example keeps ``beam_size`` live hypotheses with summed log-probabilities. At each step the 2K best
-    extensions (ties to the lower beam, then token id) are scanned in order: one ending in <eos> becomes a finished
-    hypothesis with score log p(y) / |y| (|y| counts the <eos>: the mean log-probability per token), the others fill
-    the K live slots. An example stops once it has K finished hypotheses; after ``max_len`` steps its live
-    hypotheses are finished too (unterminated, normalised by their length). The answer is the finished hypothesis
-    with the highest normalised score (the first found on ties). With K = 1 this is exactly greedy decoding.
-    """
-    K = int(beam_size)
-    memory, state = net.start(src, src_len)
-    B = len(src_len)
-    memory, state = net.select(memory, state, np.repeat(np.arange(B), K))
-    tokens = np.full(B * K, sos_id, dtype=np.int64)
-    scores = np.full((B, K), -np.inf)
-    scores[:, 0] = 0.0  # one live hypothesis at the start (the others would duplicate it)
-    hyps: list[list[list[int]]] = [[[] for _ in range(K)] for _ in range(B)]
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
-    done = np.zeros(B, dtype=bool)
-    for _ in range(max_len):
-        log_probs, state, _ = net.step(memory, state, tokens)
-        V = log_probs.shape[1]
-        flat = (scores[:, :, None] + log_probs.reshape(B, K, V)).reshape(B, K * V)
-        top = np.argsort(-flat, axis=1, kind="stable")[:, : 2 * K]
-        new_scores = np.full((B, K), -np.inf)
-        new_from = np.zeros((B, K), dtype=np.int64)
-        new_tokens = np.full((B, K), eos_id, dtype=np.int64)
-        new_hyps: list[list[list[int]]] = [[[] for _ in range(K)] for _ in range(B)]
-        for b in np.flatnonzero(~done):
-            n = 0
-            for idx in top[b]:
-                score = float(flat[b, idx])
-                if score == -np.inf:
-                    break
-                k, v = divmod(int(idx), V)
-                if v == eos_id:
-                    finished[b].append((score / (len(hyps[b][k]) + 1), hyps[b][k]))
-                else:
-                    new_scores[b, n], new_from[b, n], new_tokens[b, n] = score, k, v
-                    new_hyps[b][n] = [*hyps[b][k], v]
-                    n += 1
-                    if n == K:
-                        break
-            if len(finished[b]) >= K:
-                done[b] = True
-        if done.all():
-            break
-        scores, hyps = new_scores, new_hyps
-        index = (np.arange(B)[:, None] * K + new_from).reshape(-1)
-        memory, state = net.select(memory, state, index)
-        tokens = new_tokens.reshape(-1)
-    else:
-        for b in np.flatnonzero(~done):
-            for k in range(K):
-                if scores[b, k] > -np.inf:
-                    finished[b].append((float(scores[b, k]) / max(len(hyps[b][k]), 1), hyps[b][k]))
-    best = []
-    for b in range(B):
-        top_score = max(s for s, _ in finished[b])
-        best.append(next(list(h) for s, h in finished[b] if s == top_score))
-    return best
 
 
 # ------------------------------------------------------------------------------------------------ NumPy network
@@ -558,14 +326,3 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     """log softmax over the last axis (shifted by the row maximum)."""
     z = logits - logits.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def strip_special(ids: Sequence[int], eos_id: int, skip: Sequence[int] = ()) -> list[int]:
-    """Tokens up to (excluding) the first ``eos_id``, without the ``skip`` ids (e.g. <sos>, <pad>)."""
-    out = []
-    for i in ids:
-        if i == eos_id:
-            break
-        if i not in skip:
-            out.append(int(i))
-    return out

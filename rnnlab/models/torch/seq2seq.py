@@ -2,8 +2,9 @@
 the same cell stepped one token at a time when attention (input feeding) or teacher forcing < 1 needs it, Luong's
 attentional layer with an additive or dot score, and the output layer.
 
-The equations, parameter names and initial weights are those of rnnlab.models.numpy.seq2seq (its module
-docstring), so that with float64 and no dropout the two backends compute the same numbers.
+The equations are those of rnnlab.models.numpy.seq2seq (its module docstring), the parameter names and initial
+weights those of rnnlab.models.seq2seq_spec, so that with float64 and no dropout the two backends compute the same
+numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.models.numpy.seq2seq import Seq2SeqSpec, check_spec, init_seq2seq_parameters
+from rnnlab.models.seq2seq_spec import Seq2SeqSpec, check_spec, init_seq2seq_parameters
 from rnnlab.models.torch.recurrent import copy_arrays_into
 
 State = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # (h [L, B, H], c or None, feed or None)

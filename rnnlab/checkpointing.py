@@ -6,8 +6,6 @@ Imported by ``rnnlab.train.train`` only (it imports lightning).
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +40,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or not _is_local_file_protocol(str(path)):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
+        from rnnlab.atomic import atomic_file
+
         target = Path(path)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as fh:
+            with atomic_file(target, "wb", durable=True) as fh:
                 torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
         except (OSError, RuntimeError) as err:
             cause = os_error_in(err)
             if cause is None:
@@ -59,16 +54,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise StorageError(
                 cause.errno, f"cannot write the checkpoint {target}: {cause.strerror or cause}{intact}"
             ) from err
-        finally:
-            tmp.unlink(missing_ok=True)
-        try:  # the rename itself reaches the disk with the directory entry
-            fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
 
 
 class ResumingModelCheckpoint(ModelCheckpoint):
@@ -182,23 +167,10 @@ class ResumingModelCheckpoint(ModelCheckpoint):
 
     def _copy_in(self, source: Path) -> str:
         """Copy (hard-link where possible) ``source`` into this run's checkpoint directory; the copy's path."""
-        import shutil
+        from rnnlab.atomic import place
 
         target_dir = Path(self.dirpath) if self.dirpath else source.parent
-        target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / source.name
-        if target.resolve() == source.resolve():
-            return str(target)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            try:
-                os.link(source, tmp)
-            except OSError:  # another file system, or links not allowed
-                shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return str(target)
+        return str(place(source, target_dir / source.name))
 
     def _remove_checkpoint(self, trainer: Any, filepath: str) -> None:
         if self.dirpath is not None and Path(filepath).resolve().parent != Path(self.dirpath).resolve():

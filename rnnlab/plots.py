@@ -44,8 +44,8 @@ def log_figure(module: Any, tag: str, fig: Any) -> Path | None:
     directory = figure_dir(trainer)
     if directory is not None and not trainer.fast_dev_run:
         path = directory / re.sub(r"[^A-Za-z0-9_.-]+", "_", tag) / f"step_{step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".png.tmp")
-        fig.savefig(tmp, format="png")
-        tmp.replace(path)
+        from rnnlab.atomic import atomic_file
+
+        with atomic_file(path, "wb") as fh:
+            fig.savefig(fh, format="png")
     return path

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.atomic import write_json
+from rnnlab.atomic import write_json, write_text
 from rnnlab.config import validate
 from rnnlab.errors import ConfigError, DivergenceError
 
@@ -348,7 +348,7 @@ def _train(cfg: DictConfig, run_dir: Path, claim: Any, signals: Any, started: fl
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = OmegaConf.to_yaml(OmegaConf.create(_container(cfg)))
-        (run_dir / "config_resolved.yaml").write_text(f"# seed used: {seed}\n{resolved}")
+        write_text(run_dir / "config_resolved.yaml", f"# seed used: {seed}\n{resolved}")
     for logger in trainer.loggers:
         logger.log_hyperparams(flat_hparams(cfg, seed))
 

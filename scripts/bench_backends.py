@@ -44,6 +44,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rnnlab.atomic import write_text
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -314,10 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\nload average after: {loadavg()}")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(args.json)
+        write_text(args.json, json.dumps(results, indent=2))
         print(f"wrote {args.json}")
     return 0
 

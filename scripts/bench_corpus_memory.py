@@ -33,6 +33,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rnnlab.atomic import write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SETUP_CHILD = r"""
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"label": label, "steps": args.steps, "rows": rows}, indent=2) + "\n")
+            write_text(args.json, json.dumps({"label": label, "steps": args.steps, "rows": rows}, indent=2) + "\n")
     finally:
         if temp and not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -37,6 +37,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rnnlab.atomic import write_text
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 ALLOCATOR_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
                   "MALLOC_ARENA_MAX", "GLIBC_TUNABLES", "LD_PRELOAD")  # fmt: skip
@@ -257,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         result = {"batch": args.B, "input": args.I, "conditions": conditions(args), "environment": env, "rows": rows}
-        args.json.write_text(json.dumps(result, indent=1))
+        write_text(args.json, json.dumps(result, indent=1))
     return 0
 
 

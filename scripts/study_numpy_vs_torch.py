@@ -37,10 +37,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from rnnlab.atomic import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -866,26 +867,13 @@ def write_report(work: Path, out: Path, quick: bool, elapsed: dict[str, float]) 
     matplotlib.rcParams["svg.hashsalt"] = "rnnlab"
     import numpy as np
 
+    from rnnlab.atomic import replace_dir
     from rnnlab.report import collect_runs, pair_runs
     from rnnlab.report import write_report as write_generic_report
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with replace_dir(out) as tmp:
         lines = _report_lines(work, tmp, quick, elapsed, np, collect_runs, pair_runs, write_generic_report)
         (tmp / "README.md").write_text("\n".join(lines) + "\n")
-        tmp.chmod(0o755)
-        old = out.with_name(f".{out.name}-old")
-        if old.exists():
-            shutil.rmtree(old)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        if old.exists():
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"wrote {out}/README.md")
 
 
@@ -1094,7 +1082,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         runners[stage](args.work, args.quick)
         elapsed[stage] = time.perf_counter() - t0
-        timing_file.write_text(json.dumps(elapsed, indent=1))
+        write_text(timing_file, json.dumps(elapsed, indent=1))
     if "report" in stages:
         print("study: report", flush=True)
         write_report(args.work, args.out, args.quick, {k: elapsed[k] for k in runners if k in elapsed})

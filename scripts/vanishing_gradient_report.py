@@ -12,9 +12,7 @@ figure per length with the three cells' curves, and a Markdown table; the direct
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -77,77 +75,74 @@ def main(argv: list[str] | None = None) -> int:
     runs = [read_job(j) for j in jobs]
     cells = [c for c in ("rnn", "lstm", "gru") if any(r["cell"] == c for r in runs)]
     lengths = sorted({r["length"] for r in runs})
-    tmp = Path(tempfile.mkdtemp(prefix=".vg-", dir=args.out.parent if args.out.parent.exists() else None))
-    figures = []
-    for length in lengths:
-        fig = new_figure(6.5, 3.8)
-        ax = fig.add_subplot()
-        for run in (r for r in runs if r["length"] == length):
-            curve = gradient_curve(run)
-            ax.semilogy(np.arange(1, length + 1), np.maximum(curve, 1e-30),
-                        label=f"{run['cell']} (test MSE {run['test_mse']:.4f})")  # fmt: skip
-        ax.set_xlabel("timestep t")
-        ax.set_ylabel("||dL/dh_t||, 32 test sequences")
-        ax.set_title(f"adding problem, length {length}: gradient reaching each step")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        name = f"grad_through_time_T{length}.png"
-        fig.savefig(tmp / name)
-        figures.append((length, name))
+    from rnnlab.atomic import replace_dir
 
-    backend = ", ".join(sorted({r["backend"] for r in runs}))
-    lines = [
-        "# Vanishing gradients: the adding problem",
-        "",
-        "Regenerate: `rnnlab-train experiment=vanishing_gradient` (9 jobs; about 14 min on 2 CPU cores), then",
-        f"`.venv/bin/python scripts/vanishing_gradient_report.py outputs/multiruns/<time> --out {args.out}`.",
-        "",
-        f"Setting: `task=regress data=adding`, hidden 64, Adam (lr 0.002, torch's defaults otherwise), 10 epochs of "
-        f"10,000 sequences (1,570 steps), batch 64, backend {backend}, seed 42. Test MSE of the best validation "
-        "checkpoint; predicting the constant mean scores the baseline (about 0.167). Solved: MSE < "
-        f"{SOLVED_MSE}; partly: below half the baseline.",
-        "",
-        "| cell | " + " | ".join(f"length {n}" for n in lengths) + " |",
-        "|---|" + "---|" * len(lengths),
-    ]
-    for cell in cells:
-        row = []
+    with replace_dir(args.out) as tmp:
+        figures = []
         for length in lengths:
-            run = next((r for r in runs if r["cell"] == cell and r["length"] == length), None)
-            if run is None:
-                row.append("missing")
-                continue
-            if run["test_mse"] < SOLVED_MSE:
-                verdict = "solved"
-            elif run["test_mse"] < 0.5 * run["baseline"]:
-                verdict = "partly"
-            else:
-                verdict = "at baseline"
-            row.append(f"{run['test_mse']:.4f} ({verdict}; baseline {run['baseline']:.3f})")
-        lines.append(f"| {cell} | " + " | ".join(row) + " |")
-    lines += ["", "Median training step (`time/step_ms`; indicative only: other jobs shared the 2 cores at times):",
-              "", "| cell | " + " | ".join(map(str, lengths)) + " |", "|---|" + "---|" * len(lengths)]  # fmt: skip
-    for cell in cells:
-        cells_ms = [next((f"{r['step_ms']:.1f} ms" for r in runs if r["cell"] == cell and r["length"] == n), "-")
-                    for n in lengths]  # fmt: skip
-        lines.append(f"| {cell} | " + " | ".join(cells_ms) + " |")
-    lines += [
-        "",
-        "## The gradient that reaches each timestep",
-        "",
-        "||dL/dh_t|| of the test loss at the trained weights, for every step t (the two marked values can be "
-        "anywhere; the loss reads only the last hidden state). The vanilla RNN's gradient shrinks by a roughly "
-        "constant factor per step on its way back, so the early marked value gets no learning signal; the LSTM's "
-        "additive cell path and the GRU's update gate keep it within a few orders of magnitude.",
-        "",
-    ]
-    lines += [f"![length {n}]({name})" for n, name in figures]
-    (tmp / "README.md").write_text("\n".join(lines) + "\n")
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.chmod(0o755)
-    tmp.replace(args.out)
+            fig = new_figure(6.5, 3.8)
+            ax = fig.add_subplot()
+            for run in (r for r in runs if r["length"] == length):
+                curve = gradient_curve(run)
+                ax.semilogy(np.arange(1, length + 1), np.maximum(curve, 1e-30),
+                            label=f"{run['cell']} (test MSE {run['test_mse']:.4f})")  # fmt: skip
+            ax.set_xlabel("timestep t")
+            ax.set_ylabel("||dL/dh_t||, 32 test sequences")
+            ax.set_title(f"adding problem, length {length}: gradient reaching each step")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+            name = f"grad_through_time_T{length}.png"
+            fig.savefig(tmp / name)
+            figures.append((length, name))
+
+        backend = ", ".join(sorted({r["backend"] for r in runs}))
+        lines = [
+            "# Vanishing gradients: the adding problem",
+            "",
+            "Regenerate: `rnnlab-train experiment=vanishing_gradient` (9 jobs; about 14 min on 2 CPU cores), then",
+            f"`.venv/bin/python scripts/vanishing_gradient_report.py outputs/multiruns/<time> --out {args.out}`.",
+            "",
+            "Setting: `task=regress data=adding`, hidden 64, Adam (lr 0.002, torch's defaults otherwise), 10 epochs "
+            f"of 10,000 sequences (1,570 steps), batch 64, backend {backend}, seed 42. Test MSE of the best validation "
+            "checkpoint; predicting the constant mean scores the baseline (about 0.167). Solved: MSE < "
+            f"{SOLVED_MSE}; partly: below half the baseline.",
+            "",
+            "| cell | " + " | ".join(f"length {n}" for n in lengths) + " |",
+            "|---|" + "---|" * len(lengths),
+        ]
+        for cell in cells:
+            row = []
+            for length in lengths:
+                run = next((r for r in runs if r["cell"] == cell and r["length"] == length), None)
+                if run is None:
+                    row.append("missing")
+                    continue
+                if run["test_mse"] < SOLVED_MSE:
+                    verdict = "solved"
+                elif run["test_mse"] < 0.5 * run["baseline"]:
+                    verdict = "partly"
+                else:
+                    verdict = "at baseline"
+                row.append(f"{run['test_mse']:.4f} ({verdict}; baseline {run['baseline']:.3f})")
+            lines.append(f"| {cell} | " + " | ".join(row) + " |")
+        lines += ["", "Median training step (`time/step_ms`; indicative only: other jobs shared the 2 cores at times):",
+                  "", "| cell | " + " | ".join(map(str, lengths)) + " |", "|---|" + "---|" * len(lengths)]  # fmt: skip
+        for cell in cells:
+            cells_ms = [next((f"{r['step_ms']:.1f} ms" for r in runs if r["cell"] == cell and r["length"] == n), "-")
+                        for n in lengths]  # fmt: skip
+            lines.append(f"| {cell} | " + " | ".join(cells_ms) + " |")
+        lines += [
+            "",
+            "## The gradient that reaches each timestep",
+            "",
+            "||dL/dh_t|| of the test loss at the trained weights, for every step t (the two marked values can be "
+            "anywhere; the loss reads only the last hidden state). The vanilla RNN's gradient shrinks by a roughly "
+            "constant factor per step on its way back, so the early marked value gets no learning signal; the LSTM's "
+            "additive cell path and the GRU's update gate keep it within a few orders of magnitude.",
+            "",
+        ]
+        lines += [f"![length {n}]({name})" for n, name in figures]
+        (tmp / "README.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}/README.md and {len(figures)} figures")
     return 0
 

@@ -10,13 +10,12 @@ import html
 import math
 import os
 import re
-import secrets
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from rnnlab.atomic import replace_dir
 from rnnlab.report import figures
 from rnnlab.report.collect import MARKER, ReportError
 from rnnlab.report.compare import pair_runs
@@ -247,24 +246,7 @@ def write_report(
     out = Path(out).absolute()
     check_out(out)
     runs = runs.reset_index(drop=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(4)
-    tmp = out.parent / f".{out.name}.tmp-{token}"
-    tmp.mkdir()
-    try:
+    with replace_dir(out) as tmp:
         build(runs, curves, tmp, title=title, command=command or "rnnlab.report.write_report()", html_too=html,
               pictures_per_run=pictures_per_run)  # fmt: skip
-        old = out.parent / f".{out.name}.old-{token}"
-        if out.exists():
-            os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            if old.exists():
-                os.rename(old, out)
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return out

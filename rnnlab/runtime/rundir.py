@@ -47,6 +47,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.atomic import create_exclusive, write_text
 from rnnlab.errors import ConfigError
 
 OWNER_FILE = ".rnnlab-owner.json"
@@ -103,7 +104,8 @@ def owner_record(kind: str, sweep: Path | None = None) -> dict[str, Any]:
 
 def read_owner(path: Path) -> dict[str, Any]:
     """The owner file of directory ``path`` ({} when it is missing or unreadable). A file still empty (created by
-    the O_EXCL fallback of :func:`_create_exclusive`, its content not yet written) is read again for up to 1 s."""
+    the O_EXCL fallback of :func:`rnnlab.atomic.create_exclusive`, its content not yet written) is read again
+    for up to 1 s."""
     import time
 
     for _ in range(20):
@@ -276,7 +278,7 @@ def claim(path: str | os.PathLike[str], kind: str, key: str, *, sweep: Path | No
             check_new_dir(shown, key, legacy)
     record = owner_record(kind, sweep)
     try:
-        created = _create_exclusive(target / OWNER_FILE, json.dumps(record, indent=2) + "\n")
+        created = create_exclusive(target / OWNER_FILE, json.dumps(record, indent=2) + "\n")
     except OSError as err:
         raise ConfigError(f"{key}: cannot write in {shown}: {err.strerror or err}") from err
     if not created:
@@ -296,35 +298,6 @@ def claim(path: str | os.PathLike[str], kind: str, key: str, *, sweep: Path | No
     result = Claim(target, kind, existed, frozenset(names - {OWNER_FILE}), record)
     _HELD[target] = result
     return result
-
-
-def _create_exclusive(path: Path, content: str) -> bool:
-    """Create ``path`` holding ``content``, unless it exists (False). Exactly one of any number of concurrent
-    callers succeeds, and a reader never sees the file without its content: the content goes into a temporary
-    file that is then hard-linked to ``path`` (link(2) fails if ``path`` exists). Where hard links are not
-    supported, an O_EXCL create followed by the write (readers wait for the content, :func:`read_owner`)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-        except OSError:  # no hard links on this file system
-            pass
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as fh:
-            fh.write(content)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def forget_claims() -> None:
@@ -382,7 +355,7 @@ def write_hydra_record(task_cfg: DictConfig, hydra_root: DictConfig, output_dir:
         ("hydra.yaml", hydra_root),
         ("overrides.yaml", hydra_root.hydra.overrides.task),
     ):
-        (target / name).write_text(OmegaConf.to_yaml(node))
+        write_text(target / name, OmegaConf.to_yaml(node))
 
 
 def _resolved(config: DictConfig, key: str) -> str | None:

@@ -186,7 +186,7 @@ def _hydra_train(cfg: DictConfig) -> float | None:
             rundir.write_hydra_record(cfg, HydraConfig.instance().cfg, claim.path, record)
         from rnnlab.train import train
 
-        return train(cfg)
+        return train(cfg).value
     except BaseException as ex:
         if claim is not None and not multirun and not claim.holds_results():
             claim.release()  # a single run that never trained gives its directory back

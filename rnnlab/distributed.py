@@ -262,7 +262,7 @@ def _worker(local_rank: int, cfg: Any, nprocs: int, port: int, queue: Any, setup
     from rnnlab.train import train
 
     try:
-        value = train(cfg)
+        value = train(cfg).value
     except RnnlabError as err:  # a user error: raised again in the parent, one line as in a single process
         try:
             queue.put(("error", err))

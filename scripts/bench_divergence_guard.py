@@ -1,7 +1,7 @@
 """What the divergence guard (``rnnlab.callbacks.DivergenceGuard``) costs per training step, on the default char LSTM.
 
 The model is the default job's: embedding 64 -> 1-layer LSTM 256 -> linear head over 80 characters, batch 64,
-seq_len 100, Adam, gradient norm clipped at 5, built by ``rnnlab.train.build_task`` from the composed default
+seq_len 100, Adam, gradient norm clipped at 5, built by ``rnnlab.build.build_task`` from the composed default
 config (random token ids stand in for Shakespeare: the cost of a check does not depend on the data).
 
 * torch: the guard's own hooks as Lightning calls them in one optimizer step: ``on_before_backward`` (keeps the
@@ -54,8 +54,8 @@ def build(backend: str, vocab_size: int, overrides: list[str]) -> tuple[Any, Any
     from hydra import compose, initialize_config_dir
 
     import rnnlab.cli
+    from rnnlab.build import build_task
     from rnnlab.data.vocab import CharVocab
-    from rnnlab.train import build_task
 
     with initialize_config_dir(config_dir=rnnlab.cli.config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=[f"model.backend={backend}", *overrides])

@@ -178,8 +178,8 @@ def build_bare(cfg: Any, seed: int) -> tuple[Any, Any, Any]:
     import torch
     from torch import nn
 
+    from rnnlab.build import build_task
     from rnnlab.data.datamodules import build_datamodule
-    from rnnlab.train import build_task
 
     class CharLSTM(nn.Module):
         def __init__(self, vocab: int, embed: int, hidden: int, outputs: int):
@@ -252,10 +252,10 @@ def run_bare_numpy(cfg: Any, args: argparse.Namespace, meter: CpuMeter) -> dict[
     clipping and the NumPy optimizer, over the same batches."""
     import torch
 
+    from rnnlab.build import build_task
     from rnnlab.data.datamodules import build_datamodule
     from rnnlab.models.numpy.losses import cross_entropy
     from rnnlab.models.numpy.optim import build_optimizer, clip_gradients
-    from rnnlab.train import build_task
 
     seed, total_steps = args.seed, args.warmup + args.steps + 1
     torch.manual_seed(seed)

@@ -109,7 +109,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     import rnnlab.train as train_module
 
     rec = SimpleNamespace(runs=[])
-    build_task, report = train_module.build_task, train_module._report
+    build_task, report = train_module.build_task, train_module.report
 
     def recording_build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
         model = build_task(cfg, datamodule, seed)
@@ -138,5 +138,5 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
         report(cfg, model, trainer, run_dir, seed, metrics, test_metrics)
 
     monkeypatch.setattr(train_module, "build_task", recording_build_task)
-    monkeypatch.setattr(train_module, "_report", recording_report)
+    monkeypatch.setattr(train_module, "report", recording_report)
     return rec

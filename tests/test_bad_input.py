@@ -25,12 +25,13 @@ from hydra import initialize_config_dir
 from hydra.errors import HydraException
 
 import rnnlab.data.datamodules as datamodules
+from rnnlab.checks import check_checkpoint_file
 from rnnlab.cli import config_dir, one_line_error
 from rnnlab.config import TASK_DATA, validate
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.generate import UsageError, generate, parse
 from rnnlab.runtime.rundir import check_new_dir, run_files_in, sweep_files_in
-from rnnlab.train import check_checkpoint_file, train
+from rnnlab.train import train
 
 BIN = Path(sys.executable).parent
 CONF = Path(config_dir())

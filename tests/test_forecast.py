@@ -177,7 +177,7 @@ def test_backtest_arithmetic():
 @pytest.mark.parametrize("data", sorted(SMALL))
 def test_fast_dev_run(compose, recorder, data, backend):
     value = train(compose("task=forecast", *SMALL[data], f"model.backend={backend}", "model.hidden_size=6",
-                          "trainer.fast_dev_run=true"))  # fmt: skip
+                          "trainer.fast_dev_run=true")).value  # fmt: skip
     assert np.isfinite(value)
     metrics = recorder.runs[-1].test_metrics
     for name in ("loss", "mae", "rmse", "mape", "mae_persistence"):

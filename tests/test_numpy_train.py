@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from rnnlab.tasks.language_model import LanguageModelTask
-from rnnlab.train import _instantiate_all as ORIGINAL_INSTANTIATE_ALL
-from rnnlab.train import build_task as ORIGINAL_BUILD_TASK
 from rnnlab.train import train
 
 CLASSIFY = ("task=classify", "data=synthetic_text", "data.num_samples=600", "data.batch_size=16",
@@ -42,24 +40,9 @@ class StepLosses(L.Callback):
 
 def run_recording(compose, overrides, run_dir: Path, monkeypatch) -> tuple[list[float], object]:
     """train(cfg) with a StepLosses callback added; returns the per-step losses and the trained task module."""
-    import rnnlab.train as train_module
-
     recorder = StepLosses()
-    built = {}
-    instantiate_all, build_task = ORIGINAL_INSTANTIATE_ALL, ORIGINAL_BUILD_TASK
-
-    def with_recorder(node, what):
-        objects = instantiate_all(node, what)
-        return [*objects, ("callbacks.recorder", recorder)] if what == "callbacks" else objects
-
-    def keep_task(cfg, datamodule, seed):
-        built["task"] = build_task(cfg, datamodule, seed)
-        return built["task"]
-
-    monkeypatch.setattr(train_module, "_instantiate_all", with_recorder)
-    monkeypatch.setattr(train_module, "build_task", keep_task)
-    train(compose(*overrides, run_dir=run_dir))
-    return recorder.losses, built["task"]
+    result = train(compose(*overrides, run_dir=run_dir), callbacks=[recorder])
+    return recorder.losses, result.objects["model"]
 
 
 # ------------------------------------------------------------------------------------- training parity
@@ -126,7 +109,7 @@ def test_accumulated_gradients_match_torch(compose, tmp_path, monkeypatch):
 )  # fmt: skip
 def test_numpy_fast_dev_run(compose, cell, data, variant):
     value = train(compose(*data, "model.backend=numpy", f"model={cell}", "model.hidden_size=8", *variant,
-                          "trainer.fast_dev_run=true"))  # fmt: skip
+                          "trainer.fast_dev_run=true")).value  # fmt: skip
     assert value is not None
     assert np.isfinite(value)
 

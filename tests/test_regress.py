@@ -57,7 +57,7 @@ def test_adding_trains_on_both_backends(compose, tmp_path, cell, backend):
     value = train(compose(*ADDING, f"model={cell}", f"model.backend={backend}", "model.num_layers=2",
                           "trainer.max_steps=6", "trainer.max_epochs=null", "trainer.log_every_n_steps=1",
                           "trainer.val_check_interval=3",
-                          run_dir=tmp_path))  # fmt: skip
+                          run_dir=tmp_path)).value  # fmt: skip
     assert np.isfinite(value)
     metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     assert metrics["train/loss"].notna().sum() == 6

@@ -288,7 +288,7 @@ def test_logged_auroc_and_confusion_png_of_a_run(compose, recorder, tmp_path, ba
 def test_fast_dev_run(compose, recorder, data, backend):
     value = train(compose("task=classify", f"data={data}", "data.limit_samples=200", "data.max_len=40",
                           "model=gru", "model.hidden_size=6", "model.embed_dim=4", f"model.backend={backend}",
-                          "trainer.fast_dev_run=true"))  # fmt: skip
+                          "trainer.fast_dev_run=true")).value  # fmt: skip
     assert np.isfinite(value)
     dm = recorder.runs[0].datamodule
     assert len(dm.splits["train"]) == 144

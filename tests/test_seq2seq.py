@@ -26,8 +26,6 @@ from rnnlab.models.numpy.seq2seq import NumpySeq2Seq
 from rnnlab.models.seq2seq_spec import Seq2SeqSpec, init_seq2seq_parameters
 from rnnlab.models.torch.seq2seq import TorchSeq2Seq
 from rnnlab.tasks.seq2seq import BleuStats, corpus_bleu
-from rnnlab.train import _instantiate_all as ORIGINAL_INSTANTIATE_ALL
-from rnnlab.train import build_task as ORIGINAL_BUILD_TASK
 from rnnlab.train import train
 
 B, S, H, F_, A = 3, 5, 4, 6, 4  # batch, source length, query size, value size, attention size
@@ -487,7 +485,7 @@ def test_fast_dev_run(compose, backend, data):
     else:
         base = CMUDICT
         extra = ("model=lstm", "model.attention=dot", "model.bidirectional=true", "task.teacher_forcing=0.5")
-    value = train(compose(*base, *extra, f"model.backend={backend}", "trainer.fast_dev_run=true"))
+    value = train(compose(*base, *extra, f"model.backend={backend}", "trainer.fast_dev_run=true")).value
     assert value is not None
     assert 0.0 <= value <= 1.0
 
@@ -504,8 +502,6 @@ class StepLosses(L.Callback):
 def test_training_parity_float64(compose, tmp_path, monkeypatch):
     """Same config on both backends, float64, dropout 0, teacher forcing 0.5 (drawn choices, argmax feedback),
     22 steps of Adam with clipping: per-step losses equal to 1e-8 relative, and the validation metrics agree."""
-    import rnnlab.train as train_module
-
     common = (*DATES, "model=lstm", "model.attention=additive", "model.bidirectional=true", "task.teacher_forcing=0.5",
               "optimizer=adam", "optimizer.lr=0.01", "trainer.precision=64", "trainer.max_steps=22",
               "trainer.max_epochs=null", "trainer.gradient_clip_val=0.5", "trainer.val_check_interval=11",
@@ -513,20 +509,9 @@ def test_training_parity_float64(compose, tmp_path, monkeypatch):
               "callbacks=none", "logger=csv", "run_test=false", "task.attention_examples=0", "seed=3")  # fmt: skip
     results = {}
     for backend in ("torch", "numpy"):
-        recorder, built = StepLosses(), {}
-
-        def with_recorder(node, what, recorder=recorder):
-            objects = ORIGINAL_INSTANTIATE_ALL(node, what)
-            return [*objects, ("callbacks.recorder", recorder)] if what == "callbacks" else objects
-
-        def keep_task(cfg, datamodule, seed, built=built):
-            built["task"] = ORIGINAL_BUILD_TASK(cfg, datamodule, seed)
-            return built["task"]
-
-        monkeypatch.setattr(train_module, "_instantiate_all", with_recorder)
-        monkeypatch.setattr(train_module, "build_task", keep_task)
-        value = train(compose(*common, f"model.backend={backend}", run_dir=tmp_path / backend))
-        results[backend] = (recorder.losses, built["task"], value)
+        recorder = StepLosses()
+        result = train(compose(*common, f"model.backend={backend}", run_dir=tmp_path / backend), callbacks=[recorder])
+        results[backend] = (recorder.losses, result.objects["model"], result.value)
     losses_t, task_t, value_t = results["torch"]
     losses_n, task_n, value_n = results["numpy"]
     assert len(losses_t) == len(losses_n) == 22

@@ -303,7 +303,7 @@ def test_the_data_builders_check_their_values_too():
 @pytest.mark.parametrize("data", ["ner_synth", "copy", "adding"])
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_fast_dev_run(compose, data, backend):
-    value = train(compose(*PAIRS[data], "model=lstm", f"model.backend={backend}", "trainer.fast_dev_run=true"))
+    value = train(compose(*PAIRS[data], "model=lstm", f"model.backend={backend}", "trainer.fast_dev_run=true")).value
     if data == "adding":
         assert 0.0 < value < 5.0  # val/mse of an untrained net on targets in [0, 2]
     else:

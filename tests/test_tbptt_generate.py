@@ -23,8 +23,6 @@ from rnnlab.data.datamodules import CharCorpusDataModule, CharStreams, StreamLoa
 from rnnlab.errors import DataError
 from rnnlab.generate import main as generate_main
 from rnnlab.tasks.language_model import LanguageModelTask, next_char_probs, next_char_probs_figure
-from rnnlab.train import _instantiate_all as ORIGINAL_INSTANTIATE_ALL
-from rnnlab.train import build_task as ORIGINAL_BUILD_TASK
 from rnnlab.train import train
 
 GENERATE = Path(sys.executable).parent / "rnnlab-generate"
@@ -56,25 +54,10 @@ class Record(L.Callback):
 
 def run(compose, overrides: tuple[str, ...], run_dir: Path, monkeypatch) -> tuple[Record, Any]:
     """train(cfg) with a Record callback; returns it and the trained task module."""
-    import rnnlab.train as train_module
-
-    record, built = Record(), {}
-
-    def with_record(node, what):
-        objects = ORIGINAL_INSTANTIATE_ALL(node, what)
-        return [*objects, ("callbacks.record", record)] if what == "callbacks" else objects
-
-    def keep_task(cfg, datamodule, seed):
-        built["task"] = ORIGINAL_BUILD_TASK(cfg, datamodule, seed)
-        built["datamodule"] = datamodule
-        return built["task"]
-
-    with monkeypatch.context() as patch:
-        patch.setattr(train_module, "_instantiate_all", with_record)
-        patch.setattr(train_module, "build_task", keep_task)
-        train(compose(*overrides, run_dir=run_dir))
-    task = built["task"]
-    task.recorded_datamodule = built["datamodule"]
+    record = Record()
+    result = train(compose(*overrides, run_dir=run_dir), callbacks=[record])
+    task = result.objects["model"]
+    task.recorded_datamodule = result.objects["datamodule"]
     return record, task
 
 

@@ -39,7 +39,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, compose_factory: Any) -> dict
         run_dir = tmp_path_factory.mktemp(f"tb-{backend}") / "run"
         os.chdir(run_dir.parent)  # Lightning's relative fallbacks stay in tmp
         try:
-            value = train(compose_factory([*TINY, f"model={cell}", f"model.backend={backend}"], run_dir))
+            value = train(compose_factory([*TINY, f"model={cell}", f"model.backend={backend}"], run_dir)).value
         finally:
             os.chdir(cwd)
         out[backend] = {"dir": run_dir, "value": value}
@@ -92,7 +92,7 @@ def test_summary_json(runs, backend):
 
 
 def test_summary_step_statistics_skip_warm_up():
-    from rnnlab.train import step_statistics
+    from rnnlab.summary import step_statistics
 
     times = [1.0] * 5 + [0.01] * 10  # five slow warm-up steps are dropped when there are more than 10
     median_ms, rate = step_statistics(times, [4] * 15)

@@ -81,8 +81,13 @@ def test_fast_dev_run(compose, recorder, cell, task, variant):
     cfg = compose(
         f"model={cell}", "model.hidden_size=16", *TASKS[task], *VARIANTS[variant], "trainer.fast_dev_run=true"
     )
-    result = train(cfg)
+    outcome = train(cfg)
+    result = outcome.value
     (run,) = recorder.runs
+    # train() returns the run's metrics and objects, lightning-hydra-template style
+    assert outcome.objects["model"] is run.model
+    assert outcome.objects["trainer"] is run.trainer
+    assert (outcome.metrics, outcome.test_metrics, outcome.seed) == (run.metrics, run.test_metrics, run.seed)
     fit_keys, test_keys = EXPECTED[task]
     assert fit_keys | TRAIN_KEYS <= set(run.metrics)
     assert set(run.test_metrics) == test_keys
@@ -121,7 +126,7 @@ def test_precision_64(compose, recorder, task):
     bidi = "model.bidirectional=true" if task == "classify" else "model.num_layers=2"
     cfg = compose(f"model={cell}", bidi, "model.hidden_size=8", *TASKS[task], "trainer.fast_dev_run=true",
                   "trainer.precision=64")  # fmt: skip
-    result = train(cfg)
+    result = train(cfg).value
     (run,) = recorder.runs
     assert run.train_start is not None
     assert all(p.dtype == torch.float64 for p in run.train_start.values())
@@ -147,7 +152,7 @@ def test_text_file_language_model(compose, recorder, tmp_path):
     path.write_text(text, encoding="utf-8")
     cfg = compose("data=text_file", f"data.path={path}", "data.seq_len=16", "model.hidden_size=8",
                   "task.sample_length=5", "trainer.fast_dev_run=true")  # fmt: skip
-    result = train(cfg)
+    result = train(cfg).value
     (run,) = recorder.runs
     assert run.model.vocab.itos == sorted(set(text))
     assert run.model.spec.vocab_size == run.model.spec.num_outputs == len(set(text))
@@ -215,7 +220,7 @@ def short_run(tmp_path_factory, compose_factory):
     )  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_module, "build_task", build_task)
-        result = train(cfg)
+        result = train(cfg).value
     return {"run_dir": run_dir, "result": result, "cfg": cfg, **captured}
 
 
@@ -343,7 +348,7 @@ def test_gru_learns_synthetic_text(compose, recorder):
                   "data.num_samples=2000", "optimizer=adam", "trainer.max_epochs=4", "trainer.max_steps=-1",
                   "trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1", "logger=csv",
                   "seed=0")  # fmt: skip
-    val_acc = train(cfg)
+    val_acc = train(cfg).value
     (run,) = recorder.runs
     labels = run.datamodule.splits["test"].labels
     majority = max(labels.float().mean().item(), 1 - labels.float().mean().item())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,23 @@ def apply_lr(checkpoint: dict[str, Any], lr: float) -> None:
             group["lr"] = lr
         if "lr" in state:  # rnnlab.tasks.base.NumpyOptimizer's state
             state["lr"] = lr
+
+
+def resume_command(cfg: DictConfig, checkpoint: str) -> str:
+    """The command that resumes this run from ``checkpoint``: the run's own overrides plus ckpt_path."""
+    import shlex
+
+    from rnnlab.distributed import command_line_overrides
+
+    dropped = ("ckpt_path=", "hydra.run.dir=", "paths.run_dir=")
+    keep = [o for o in command_line_overrides() if not o.lstrip("+~").startswith(dropped)]
+    return " ".join(["rnnlab-train", *(shlex.quote(o) for o in keep), shlex.quote(f"ckpt_path={shown(checkpoint)}")])
+
+
+def shown(path: Any) -> str:
+    text = str(path)
+    try:
+        rel = os.path.relpath(text)
+    except ValueError:
+        return text
+    return text if rel.startswith("..") else rel

@@ -147,7 +147,7 @@ class Seq2SeqTask(RecurrentTask):
     # ------------------------------------------------------------------------------------- network hooks
     @classmethod
     def build_spec(cls, model_cfg: Any, datamodule: Any) -> Seq2SeqSpec:
-        """The network for ``model.*`` and the data module's vocabularies (called by rnnlab.train.build_task)."""
+        """The network for ``model.*`` and the data module's vocabularies (called by rnnlab.build.build_task)."""
 
         def value(x: Any) -> str:
             return str(getattr(x, "value", x))

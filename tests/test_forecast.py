@@ -22,6 +22,7 @@ from rnnlab.data.timeseries import (
     rsi,
     split_bounds,
     vega_file,
+    wilder_average,
 )
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.tasks.forecast import ForecastTask, backtest, forecast_metrics, next_period_returns
@@ -73,30 +74,49 @@ def test_rsi_by_hand():
     assert rsi(np.full(5, 3.0), period=2)[-1] == 50.0  # flat prices: neutral
 
 
-def test_rsi_matches_wilder_smoothing_written_with_pandas():
-    prices = 50 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.05, 60)))
-    change = pd.Series(prices).diff().iloc[1:]
-    gain, loss = change.clip(lower=0), (-change).clip(lower=0)
+def textbook_ema(x: np.ndarray, a: float, seed: float) -> np.ndarray:
+    """E_0 = seed, E_t = a x_t + (1 - a) E_{t-1} over x_1, x_2, ..., written out as a loop."""
+    out = [seed]
+    for value in x[1:]:
+        out.append(a * value + (1 - a) * out[-1])
+    return np.array(out)
 
-    def wilder(x: pd.Series) -> np.ndarray:  # SMA of the first 14, then ewm with alpha = 1/14
-        seeded = pd.concat([pd.Series([x.iloc[:14].mean()]), x.iloc[14:]], ignore_index=True)
-        return seeded.ewm(alpha=1 / 14, adjust=False).mean().to_numpy()
+
+def test_rsi_matches_wilder_smoothing_as_a_textbook_recurrence():
+    """rsi() uses pandas' ewm; the reference here is the recurrence AG_t = ((N - 1) AG_{t-1} + g_t) / N seeded with
+    the mean of the first N gains (the loop rnnlab used before pandas, which agreed to 7e-16 on the real data)."""
+    prices = 50 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.05, 60)))
+    change = np.diff(prices)
+    gain, loss = np.maximum(change, 0), np.maximum(-change, 0)
+
+    def wilder(x: np.ndarray) -> np.ndarray:
+        out = [x[:14].mean()]
+        for value in x[14:]:
+            out.append((13 * out[-1] + value) / 14)
+        return np.array(out)
 
     expected = 100 - 100 / (1 + wilder(gain) / wilder(loss))
     out = rsi(prices, 14)
     assert np.isnan(out[:14]).all()
-    np.testing.assert_allclose(out[14:], expected, rtol=1e-10)
+    np.testing.assert_allclose(out[14:], expected, rtol=1e-13)
+    np.testing.assert_allclose(wilder_average(gain, 14), wilder(gain), rtol=1e-13)
+    # by hand, period 2 on 1, 3, 5, 7: the mean of 1 and 3, then (2 + 5) / 2, then (3.5 + 7) / 2
+    assert wilder_average(np.array([1.0, 3, 5, 7]), 2).tolist() == [2.0, 3.5, 5.25]
 
 
 def test_ema_and_macd():
-    np.testing.assert_allclose(ema(np.array([2.0, 4, 8]), span=3), [2.0, 3.0, 5.5])  # a = 0.5
-    prices = pd.Series(20 + np.cumsum(np.random.default_rng(1).normal(0, 1, 80)))
-    line, signal, hist = macd(prices.to_numpy())
-    expected_line = prices.ewm(span=12, adjust=False).mean() - prices.ewm(span=26, adjust=False).mean()
-    expected_signal = expected_line.ewm(span=9, adjust=False).mean()
-    np.testing.assert_allclose(line, expected_line, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(signal, expected_signal, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(hist, expected_line - expected_signal, rtol=1e-10, atol=1e-12)
+    # a = 0.5, seeded with the first value (adjust=True would give 2, 3.33, 6; a seed of 0 would give 1, 2.5, 5.25)
+    assert ema(np.array([2.0, 4, 8]), span=3).tolist() == [2.0, 3.0, 5.5]
+    prices = 20 + np.cumsum(np.random.default_rng(1).normal(0, 1, 80))
+    for span in (9, 12, 26):
+        a = 2 / (span + 1)
+        np.testing.assert_allclose(ema(prices, span), textbook_ema(prices, a, prices[0]), rtol=1e-14)
+    line, signal, hist = macd(prices)
+    expected_line = textbook_ema(prices, 2 / 13, prices[0]) - textbook_ema(prices, 2 / 27, prices[0])
+    expected_signal = textbook_ema(expected_line, 2 / 10, expected_line[0])
+    np.testing.assert_allclose(line, expected_line, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(signal, expected_signal, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(hist, expected_line - expected_signal, rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------- windows, normalization

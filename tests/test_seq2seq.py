@@ -291,6 +291,68 @@ def test_bleu_on_hand_computed_examples():
     assert corpus_bleu([[]], [list("ab")]) == 0.0
 
 
+# token-id corpora: (hypotheses, references); id 0 could be a space in data=dates, which is why ids are scored
+BLEU_CASES = {
+    "perfect": ([[1, 2, 3, 4, 5]], [[1, 2, 3, 4, 5]]),
+    "empty hypothesis": ([[], [1, 2, 3, 4, 5]], [[1, 2, 3, 4], [1, 2, 3, 4, 5]]),
+    "all hypotheses empty": ([[], []], [[1, 2], [3]]),
+    "shorter than the reference": ([[0, 1, 2, 3, 4]], [[0, 1, 2, 3, 4, 5, 6, 7]]),
+    "longer than the reference": ([[0, 1, 2, 3, 4, 5, 6, 7, 8]], [[0, 1, 2, 3, 4, 9]]),
+    "no 4-gram matches": ([[1, 2, 3, 9, 1, 2, 3]], [[1, 2, 3, 4, 1, 2, 3]]),
+    "hypotheses under 4 tokens": ([[1, 2, 3], [4, 5]], [[1, 2, 3], [4, 5]]),
+    "clipped repeats": ([[7, 7, 7, 7, 7, 7]], [[7, 7, 7, 7, 8]]),
+    "multi-digit ids": ([[10, 1, 0, 11, 1, 0]], [[1, 0, 11, 1, 0, 10]]),
+    "corpus": (
+        [[1, 2, 3, 4, 6], [2, 3, 4, 5, 6], [1, 1, 2, 3, 5, 8, 9], [9, 8, 7, 6, 4], []],
+        [[1, 2, 3, 4, 5], [2, 3, 4, 5, 6, 7], [1, 1, 2, 3, 5, 8], [9, 8, 7, 6, 5], [3, 3]],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BLEU_CASES))
+def test_bleu_equals_sacrebleu_and_torchmetrics_on_token_ids(name):
+    """rnnlab's BLEU is sacrebleu's corpus BLEU-4 (no tokenization, no smoothing) / 100, and agrees with
+    torchmetrics' bleu_score (float32, hence the tolerance) on the same whitespace-joined ids."""
+    import sacrebleu
+    from torchmetrics.functional.text import bleu_score
+
+    hyps, refs = BLEU_CASES[name]
+    hyp_text = [" ".join(map(str, h)) for h in hyps]
+    ref_text = [" ".join(map(str, r)) for r in refs]
+    ours = corpus_bleu(hyps, refs)
+    theirs = sacrebleu.corpus_bleu(hyp_text, [ref_text], tokenize="none", smooth_method="none", force=True)
+    assert ours == pytest.approx(theirs.score / 100, rel=1e-15, abs=1e-300)
+    assert ours == pytest.approx(float(bleu_score(hyp_text, [[r] for r in ref_text], n_gram=4)), rel=1e-6, abs=1e-7)
+    stats = BleuStats()
+    for h, r in zip(hyps, refs, strict=True):
+        stats.add(h, r)
+    assert stats.counts() == [*theirs.counts, *theirs.totals, theirs.sys_len, theirs.ref_len]
+
+
+def test_bleu_edge_cases_by_hand():
+    """The values the cases above pin down, written out: no smoothing, the brevity penalty, clipping."""
+    hyps, refs = BLEU_CASES["empty hypothesis"]  # c = 5 < r = 9: p_n = 1, BP = exp(1 - 9/5)
+    assert corpus_bleu(hyps, refs) == pytest.approx(math.exp(1 - 9 / 5), rel=1e-14)
+    assert corpus_bleu(*BLEU_CASES["all hypotheses empty"]) == 0.0
+    assert corpus_bleu(*BLEU_CASES["shorter than the reference"]) == pytest.approx(math.exp(1 - 8 / 5), rel=1e-14)
+    # 9 tokens against 6: BP = 1; p = 5/9, 4/8, 3/7, 2/6
+    expected = (5 / 9 * 4 / 8 * 3 / 7 * 2 / 6) ** 0.25
+    assert corpus_bleu(*BLEU_CASES["longer than the reference"]) == pytest.approx(expected, rel=1e-14)
+    assert corpus_bleu(*BLEU_CASES["no 4-gram matches"]) == 0.0  # 1-, 2- and 3-grams match, no 4-gram does
+    assert corpus_bleu(*BLEU_CASES["hypotheses under 4 tokens"]) == 0.0  # no 4-gram at all: BLEU-4 undefined -> 0
+    assert corpus_bleu(*BLEU_CASES["hypotheses under 4 tokens"], max_n=2) == pytest.approx(1.0, rel=1e-14)
+    assert corpus_bleu(*BLEU_CASES["clipped repeats"]) == pytest.approx((4 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
+    # ids are tokens, not digits: 10 and 11 are single tokens (a digit-level reading would score differently)
+    assert corpus_bleu(*BLEU_CASES["multi-digit ids"]) == pytest.approx((6 / 6 * 4 / 5 * 3 / 4 * 2 / 3) ** 0.25)
+
+
+def test_bleu_refuses_tokens_that_whitespace_would_split():
+    with pytest.raises(ValueError, match="without whitespace"):
+        corpus_bleu([list("a b")], [list("a b")])
+    with pytest.raises(ValueError, match="non-empty"):
+        corpus_bleu([["a", ""]], [["a", "b"]])
+
+
 # ---------------------------------------------------------------------------------------------------- data
 def _cldr_regex(pattern: str, locale: str) -> str:
     """A regex with named groups for a CLDR date pattern (tokens d dd M MM MMM MMMM y yy E EEE EEEE, 'quoted')."""

@@ -207,6 +207,57 @@ def test_entity_scores_pool_spans_over_sentences():
     assert (precision, recall, f1) == pytest.approx((1 / 3, 1 / 2, 2 * (1 / 6) / (5 / 6)))
 
 
+def _seqeval_scores(true: list[list[str]], pred: list[list[str]], **mode: object) -> tuple[float, float, float]:
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    kw = {"average": "micro", "zero_division": 0, **mode}
+    return precision_score(true, pred, **kw), recall_score(true, pred, **kw), f1_score(true, pred, **kw)
+
+
+SEQEVAL_CASES = [  # (true, pred), each a corpus of sentences
+    ([["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]], [["I-PER", "I-PER", "O", "O", "I-LOC", "O"]]),  # I- opens
+    ([["O", "I-ORG", "I-ORG", "B-ORG"]], [["B-ORG", "I-ORG", "I-ORG", "I-ORG"]]),  # B- after a span splits it
+    ([["B-PER", "I-LOC", "I-LOC"]], [["B-PER", "B-LOC", "I-LOC"]]),  # a type change opens a span
+    ([["I-MISC"], ["B-PER", "I-PER"], []], [["B-MISC"], ["B-PER", "O"], []]),  # sentence ends close spans
+    ([["B-PER", "I-PER"], ["I-PER", "O"]], [["B-PER", "I-PER"], ["B-PER", "O"]]),  # no span across sentences
+    ([["O", "O"]], [["O", "O"]]),  # nothing anywhere: all 0
+    ([["O", "B-LOC"]], [["O", "O"]]),  # nothing predicted
+]
+
+
+@pytest.mark.parametrize(("true", "pred"), SEQEVAL_CASES)
+def test_entity_scores_equal_seqeval_default_mode_by_hand(true, pred):
+    """rnnlab's spans are conlleval's, which seqeval's default mode reproduces: an I-X that does not continue an X
+    span starts one, B-X after an X span starts another, a span never crosses a sentence."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    assert entity_scores(true, pred) == _seqeval_scores(true, pred)
+    for tags in (*true, *pred):
+        assert spans(tags) == {(kind, start, end + 1) for kind, start, end in get_entities(tags)}  # seqeval: end incl.
+
+
+def test_entity_scores_equal_seqeval_on_random_tag_sequences():
+    """3,000 random corpora over the nine ner_synth labels (any order, so plenty of I- without B-, type changes and
+    empty sentences): precision, recall and F1 equal seqeval's default (conlleval) mode exactly."""
+    rng = np.random.default_rng(14)
+    for _ in range(3000):
+        true = [list(rng.choice(LABELS, size=rng.integers(0, 9))) for _ in range(rng.integers(1, 5))]
+        pred = [[str(rng.choice(LABELS)) if rng.random() < 0.4 else tag for tag in sent] for sent in true]
+        true = [[str(tag) for tag in sent] for sent in true]
+        assert entity_scores(true, pred) == _seqeval_scores(true, pred), (true, pred)
+
+
+def test_entity_scores_are_not_seqeval_strict_iob2():
+    """The strict IOB2 scheme drops an I-X that follows no B-X: rnnlab, like conlleval, does not, so on such tags
+    it counts a span that strict mode does not (here a correct one: recall 1 against strict mode's 1/2)."""
+    from seqeval.scheme import IOB2
+
+    true = [["B-PER", "I-PER", "O", "B-LOC"]]
+    pred = [["I-PER", "I-PER", "O", "B-LOC"]]
+    assert entity_scores(true, pred) == (1.0, 1.0, 1.0) == _seqeval_scores(true, pred)
+    assert _seqeval_scores(true, pred, mode="strict", scheme=IOB2) == (1.0, 0.5, pytest.approx(2 / 3))
+
+
 # ---------------------------------------------------------------------------------------- the task's metrics
 def _tag_task(backend: str, bidirectional: bool = True, cell: str = "gru") -> TagTask:
     spec = {"cell": cell, "vocab_size": 12, "embed_dim": 4, "hidden_size": 5, "num_layers": 2,

@@ -22,7 +22,8 @@ functions are not used, since some of them download.
 - log return r_t = ln(P_t / P_{t-1});
 - RSI(14), Wilder's smoothing: with d_t = P_t - P_{t-1}, gains g_t = max(d_t, 0), losses l_t = max(-d_t, 0),
   the averages start as simple means AG_N = (1/N) sum_{t=1..N} g_t (likewise AL_N) and continue as
-  AG_t = ((N - 1) AG_{t-1} + g_t) / N (an exponential average with alpha = 1/N); RSI_t = 100 - 100 / (1 + AG_t /
+  AG_t = ((N - 1) AG_{t-1} + g_t) / N (an exponential average with alpha = 1/N: pandas'
+  ``ewm(alpha=1/N, adjust=False)`` of the series AG_N, g_{N+1}, g_{N+2}, ...); RSI_t = 100 - 100 / (1 + AG_t /
   AL_t), 100 when AL_t = 0 < AG_t and 50 when both are 0 (flat prices). Defined from t = N;
 - MACD(12, 26, 9): EMA_s(x)_0 = x_0, EMA_s(x)_t = a x_t + (1 - a) EMA_s(x)_{t-1} with a = 2 / (s + 1) (pandas'
   ``ewm(span=s, adjust=False)``); line = EMA_12(P) - EMA_26(P), signal = EMA_9(line), histogram = line - signal,
@@ -171,32 +172,28 @@ def rsi(prices: np.ndarray, period: int = RSI_PERIOD) -> np.ndarray:
     d = np.diff(p)
     if len(d) < period:
         return out
-    gain, loss = np.maximum(d, 0.0), np.maximum(-d, 0.0)
-    avg_gain, avg_loss = gain[:period].mean(), loss[:period].mean()
-    out[period] = _rsi_value(avg_gain, avg_loss)
-    for t in range(period, len(d)):  # d[t] is the change into price t + 1
-        avg_gain = ((period - 1) * avg_gain + gain[t]) / period
-        avg_loss = ((period - 1) * avg_loss + loss[t]) / period
-        out[t + 1] = _rsi_value(avg_gain, avg_loss)
+    avg_gain = wilder_average(np.maximum(d, 0.0), period)  # [t] averages the changes up to d[t + period - 1]
+    avg_loss = wilder_average(np.maximum(-d, 0.0), period)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
+    out[period:] = np.where(avg_loss == 0.0, np.where(avg_gain > 0.0, 100.0, 50.0), value)
     return out
 
 
-def _rsi_value(avg_gain: float, avg_loss: float) -> float:
-    if avg_loss == 0.0:
-        return 100.0 if avg_gain > 0.0 else 50.0
-    return 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
+def wilder_average(values: np.ndarray, period: int) -> np.ndarray:
+    """Wilder's smoothing of ``values`` (len >= period): the mean of the first ``period`` values, then
+    A_t = ((period - 1) A_{t-1} + x_t) / period, computed as pandas' ``ewm(alpha=1/period, adjust=False)`` of the
+    series [mean(x_0 .. x_{period-1}), x_period, x_period+1, ...]; one value per position from period - 1 on."""
+    x = np.asarray(values, dtype=np.float64)
+    seeded = pd.Series(np.concatenate([[x[:period].mean()], x[period:]]))
+    return seeded.ewm(alpha=1.0 / period, adjust=False).mean().to_numpy()
 
 
 def ema(values: np.ndarray, span: int) -> np.ndarray:
-    """Exponential moving average with a = 2 / (span + 1), seeded with the first value."""
+    """Exponential moving average with a = 2 / (span + 1), seeded with the first value: pandas'
+    ``ewm(span=span, adjust=False)``, EMA_0 = x_0 and EMA_t = a x_t + (1 - a) EMA_{t-1}."""
     x = np.asarray(values, dtype=np.float64)
-    a = 2.0 / (span + 1.0)
-    out = np.empty_like(x)
-    if len(x):
-        out[0] = x[0]
-    for t in range(1, len(x)):
-        out[t] = a * x[t] + (1.0 - a) * out[t - 1]
-    return out
+    return pd.Series(x).ewm(span=span, adjust=False).mean().to_numpy()
 
 
 def macd(

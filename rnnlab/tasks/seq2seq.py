@@ -12,8 +12,8 @@ length-normalised scores (mean log-probability per token, <eos> included; see ``
 
 * ``loss``: the teacher-forced cross-entropy (every step fed the gold token), per target token;
 * ``exact_match``: the share of sequences whose decoded tokens equal the reference exactly;
-* ``bleu``: corpus BLEU-4 of the decoded token sequences (characters for data=dates, phonemes for data=cmudict;
-  ``corpus_bleu``).
+* ``bleu``: corpus BLEU-4 of the decoded token sequences (characters for data=dates, phonemes for data=cmudict),
+  computed by sacrebleu on the token ids without re-tokenization or smoothing, on the 0..1 scale (``BleuStats``).
 
 The checkpoint monitor is val/exact_match (max). After every validation, with attention, the attention weights of
 the first ``task.attention_examples`` validation sequences (greedy decoding) go to TensorBoard and the run's
@@ -22,8 +22,7 @@ figures as ``val/attention`` heatmaps.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,17 +41,43 @@ VISIBLE = {" ": "␣"}  # heatmap tick labels: a blank would be invisible
 
 
 # ------------------------------------------------------------------------------------------------------- BLEU
+@functools.cache
+def _sacrebleu(max_n: int) -> Any:
+    """sacrebleu's BLEU on pre-tokenized text: no tokenization, no lowercasing, no smoothing, order ``max_n``."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize="none", lowercase=False, force=True, smooth_method="none", max_ngram_order=max_n)
+
+
+def _as_text(tokens: Sequence[Any]) -> str:
+    """The tokens as one line for sacrebleu: each token's ``str``, joined by single spaces (a token whose text is
+    empty or holds whitespace would be split differently, so it is refused; the task passes integer token ids)."""
+    words = [str(t) for t in tokens]
+    for word in words:
+        if not word or any(c.isspace() for c in word):
+            raise ValueError(f"BLEU tokens must render as non-empty text without whitespace, got {word!r}")
+    return " ".join(words)
+
+
 class BleuStats:
-    """Sufficient statistics of corpus BLEU (Papineni et al., 2002), summed over sentence pairs.
+    """Corpus BLEU (Papineni et al., 2002) as sacrebleu computes it, from sufficient statistics summed over
+    sentence pairs (so those of several processes add up before the score is taken).
 
-    For n = 1..N: m_n = sum over sentences of the clipped n-gram matches (each candidate n-gram counts at most
+    Definition (sacrebleu ``BLEU(tokenize="none", smooth_method="none", max_ngram_order=N)``, N = 4 by default,
+    one reference per sentence): the token sequences are given already tokenized (token ids for this task, i.e.
+    characters for data=dates and phonemes for data=cmudict) and are handed to sacrebleu as their ``str`` joined by
+    single spaces, so its whitespace split gives back exactly these tokens (no re-tokenization, no lowercasing).
+    For n = 1..N: m_n = the sum over sentences of the clipped n-gram matches (each candidate n-gram counts at most
     as often as it occurs in the reference), t_n = the number of candidate n-grams; c and r the total candidate
-    and reference lengths. Then
+    and reference lengths (``BLEU.corpus_score(...).counts, .totals, .sys_len, .ref_len`` of each pair). Then
+    (``BLEU.compute_bleu``)
 
-        BLEU = BP * exp((1/N) sum_n log(m_n / t_n)),    BP = 1 if c > r else exp(1 - r / c)
+        BLEU = BP * exp((1/N) sum_n log(m_n / t_n)),    BP = 1 if c >= r else exp(1 - r / c)  (0 if c = 0)
 
     with no smoothing: BLEU is 0 when some m_n is 0 (no n-gram of that order matches anywhere in the corpus), and
-    0 for an empty candidate corpus. One reference per sentence.
+    0 for an empty candidate corpus. The value is sacrebleu's score divided by 100, i.e. on the 0..1 scale; since
+    sacrebleu multiplies the precisions by 100 first, it equals the formula above to about 1e-15 relative (a
+    perfect corpus gives 100.00000000000004 / 100).
     """
 
     def __init__(self, max_n: int = 4):
@@ -63,13 +88,11 @@ class BleuStats:
         self.ref_len = 0
 
     def add(self, candidate: Sequence[Any], reference: Sequence[Any]) -> None:
-        self.cand_len += len(candidate)
-        self.ref_len += len(reference)
-        for n in range(1, self.max_n + 1):
-            cand = Counter(tuple(candidate[i : i + n]) for i in range(len(candidate) - n + 1))
-            ref = Counter(tuple(reference[i : i + n]) for i in range(len(reference) - n + 1))
-            self.matches[n - 1] += sum(min(count, ref[gram]) for gram, count in cand.items())
-            self.totals[n - 1] += max(len(candidate) - n + 1, 0)
+        pair = _sacrebleu(self.max_n).corpus_score([_as_text(candidate)], [[_as_text(reference)]])
+        self.matches = [a + b for a, b in zip(self.matches, pair.counts, strict=True)]
+        self.totals = [a + b for a, b in zip(self.totals, pair.totals, strict=True)]
+        self.cand_len += pair.sys_len
+        self.ref_len += pair.ref_len
 
     def counts(self) -> list[int]:
         """The statistics as one list (m_1..m_N, t_1..t_N, c, r); those of several processes add up."""
@@ -84,15 +107,18 @@ class BleuStats:
         return stats
 
     def score(self) -> float:
-        if self.cand_len == 0 or min(self.matches) == 0:
-            return 0.0
-        log_precision = sum(math.log(m / t) for m, t in zip(self.matches, self.totals, strict=True)) / self.max_n
-        bp = 1.0 if self.cand_len > self.ref_len else math.exp(1.0 - self.ref_len / self.cand_len)
-        return bp * math.exp(log_precision)
+        from sacrebleu.metrics import BLEU
+
+        correct, total = list(self.matches), list(self.totals)  # copies: compute_bleu may change its lists
+        result = BLEU.compute_bleu(
+            correct, total, self.cand_len, self.ref_len, smooth_method="none", max_ngram_order=self.max_n
+        )
+        return result.score / 100.0
 
 
 def corpus_bleu(candidates: Sequence[Sequence[Any]], references: Sequence[Sequence[Any]], max_n: int = 4) -> float:
-    """Corpus BLEU-``max_n`` of token sequences against one reference each (``BleuStats``)."""
+    """Corpus BLEU-``max_n`` of token sequences against one reference each (``BleuStats``: sacrebleu's BLEU on the
+    given tokens, no smoothing, on the 0..1 scale)."""
     stats = BleuStats(max_n)
     for cand, ref in zip(candidates, references, strict=True):
         stats.add(cand, ref)

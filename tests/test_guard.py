@@ -119,37 +119,31 @@ def own_overrides(overrides: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------- the hook into train()
-def watch_weights(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, np.ndarray]]:
-    """THE one hook into rnnlab.train (adapt it here when train() is refactored). Returns ``{"start": {}, "end":
-    {}}``; once ``train(cfg)`` has run, each holds a copy of every parameter (``{name: array}``): as the first
+def watch_weights() -> tuple[Any, dict[str, dict[str, np.ndarray]]]:
+    """THE one hook into rnnlab.train: a Lightning callback for ``train(cfg, callbacks=[...])`` and ``{"start": {},
+    "end": {}}``; once the run is over, each holds a copy of every parameter (``{name: array}``): as the first
     training step found it (``on_train_start``: after build_task() and Lightning's own dtype conversion) and as
     the fit left it (``on_train_end``). NumPy backend: the network's arrays (``net.params``); torch backend: the
     task module's ``named_parameters()``."""
-    import rnnlab.train as train_module
+    from lightning.pytorch.callbacks import Callback
 
     weights: dict[str, dict[str, np.ndarray]] = {"start": {}, "end": {}}
-    build_task = train_module.build_task
 
-    def build_and_watch(cfg: Any, datamodule: Any, seed: int) -> Any:
-        model = build_task(cfg, datamodule, seed)
+    def copy_into(when: str, model: Any) -> None:
+        if model.is_numpy:
+            named = list(model.net.params.items())
+        else:
+            named = [(name, p.detach().cpu().numpy()) for name, p in model.named_parameters()]
+        weights[when].update({name: np.array(array, copy=True) for name, array in named})
 
-        def copy_into(when: str, hook: Any) -> Any:
-            def record_then_hook() -> None:
-                if model.is_numpy:
-                    named = list(model.net.params.items())
-                else:
-                    named = [(name, p.detach().cpu().numpy()) for name, p in model.named_parameters()]
-                weights[when].update({name: np.array(array, copy=True) for name, array in named})
-                hook()
+    class WatchWeights(Callback):
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            copy_into("start", pl_module)
 
-            return record_then_hook
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            copy_into("end", pl_module)
 
-        model.on_train_start = copy_into("start", model.on_train_start)
-        model.on_train_end = copy_into("end", model.on_train_end)
-        return model
-
-    monkeypatch.setattr(train_module, "build_task", build_and_watch)
-    return weights
+    return WatchWeights(), weights
 
 
 def weights_sha256(weights: dict[str, np.ndarray]) -> str:
@@ -266,7 +260,7 @@ def loss_differences(pinned: list[float], now: list[float], rel: float | None) -
 
 # --------------------------------------------------------------------------------------------------- tests
 @pytest.mark.parametrize(("task", "cell", "backend", "dtype"), MATRIX, ids=[combination_key(*c) for c in MATRIX])
-def test_guard(compose, monkeypatch, task, cell, backend, dtype):
+def test_guard(compose, task, cell, backend, dtype):
     from rnnlab.train import train
 
     key = combination_key(task, cell, backend, dtype)
@@ -290,8 +284,8 @@ def test_guard(compose, monkeypatch, task, cell, backend, dtype):
             pytest.fail(f"{key}: pinned values exist, but the config is now refused ({refused}). {repin}")
         pytest.skip(f"{key}: {reason}")
 
-    watched = watch_weights(monkeypatch)
-    train(cfg)
+    watcher, watched = watch_weights()
+    train(cfg, callbacks=[watcher])
     run_dir = Path(cfg.paths.run_dir)
     losses = train_losses(run_dir)
     assert len(losses) == STEPS, f"{key}: {len(losses)} training steps logged, expected {STEPS}"

@@ -268,7 +268,7 @@ def test_a_sweep_finishes_the_other_jobs_and_lists_the_diverged_one(tmp_path, ca
 
     from rnnlab.report.cli import main as report_main
 
-    assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 0
+    assert report_main([str(sweep), f"out={tmp_path / 'report'}"]) == 0
     assert "(3 runs, 1 incomplete or failed)" in capsys.readouterr().out
     readme = (tmp_path / "report" / "README.md").read_text()
     listed = [ln for ln in readme.splitlines() if f"`{jobs[1].name}`: failed;" in ln]

@@ -186,8 +186,6 @@ def test_failed_jobs_callback_records_a_crash_and_train_main_lists_the_failures(
                                                            sweep=sweep_cfg, job={"num": num}))  # fmt: skip
             callback.on_job_end(config, ret)
 
-    monkeypatch.setattr(rnnlab.cli, "_install_error_reporter", lambda: None)  # no patching of Hydra in pytest
-    monkeypatch.setattr(rnnlab.cli, "_lazy_help_groups", lambda: None)
     monkeypatch.setattr(rnnlab.cli, "_hydra_train", fake_sweep)
     with pytest.raises(SystemExit) as exited:
         rnnlab.cli.train_main()

@@ -287,12 +287,23 @@ def train_main() -> None:
     bug in its traceback; a sweep with failed jobs lists them and exits with status 1; a signal ends a run (or a
     sweep) with the signal contract's line and exit status 128 + the signal's number. HYDRA_FULL_ERROR=1 gives
     Hydra's own error output instead."""
-    from rnnlab.distributed import quiet_argv
-    from rnnlab.runtime.signals import RunInterrupted
+    from rnnlab.distributed import quiet_argv, started_by_lightning, wait_for_parent
 
     # ranks > 0 of torchrun/srun/DDP: no Hydra files of their own
     argv = quiet_argv(expand_home(sys.argv[1:]))
     sys.argv = [sys.argv[0], *argv]
+    try:
+        _main(argv)
+    except SystemExit as done:
+        if done.code not in (None, 0) and started_by_lightning(argv):
+            wait_for_parent()  # Lightning's launcher kills rank 0 as soon as another rank fails: rank 0 ends first
+        raise
+
+
+def _main(argv: list[str]) -> None:
+    from rnnlab.distributed import launch_rank
+    from rnnlab.runtime.signals import RunInterrupted
+
     try:
         with _hydra_raises():
             text = app_help(argv)
@@ -301,8 +312,8 @@ def train_main() -> None:
                 return
             _hydra_train()
     except RunInterrupted as stop:
-        if not _report_failed_jobs(interrupted=True):
-            sys.stderr.write(f"rnnlab: {stop.message}\n")
+        if not _report_failed_jobs(interrupted=True) and launch_rank() == 0:  # every process of a DDP run stops
+            sys.stderr.write(f"rnnlab: {stop.message}\n")  # with this line: rank 0 prints it
         sys.exit(stop.exit_code)
     except Exception as ex:
         if full_error_wanted():

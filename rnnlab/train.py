@@ -215,7 +215,6 @@ def train(cfg: DictConfig) -> float | None:
     ``<run_dir>/summary.json`` (:func:`run_summary`) and, for TensorBoard loggers, the hyperparameters with the
     final metrics (the HPARAMS tab).
     """
-    from rnnlab import distributed
     from rnnlab.runtime import rundir
     from rnnlab.runtime.signals import RunInterrupted, SignalContract
 
@@ -233,10 +232,7 @@ def train(cfg: DictConfig) -> float | None:
         try:
             if took:
                 claim = rundir.claim(run_dir, "run", "paths.run_dir")
-            if distributed.wants_spawn(cfg):  # trainer.strategy=ddp_spawn: all of train(cfg) in each process
-                value = distributed.spawn_train(cfg)
-            else:
-                value = _train(cfg, run_dir, claim, signals, started, threads)
+            value = _train(cfg, run_dir, claim, signals, started, threads)
             outcome = "completed"
             return value
         except RunInterrupted as err:
@@ -298,7 +294,6 @@ def _train(cfg: DictConfig, run_dir: Path, claim: Any, signals: Any, started: fl
             rundir.check_inside(getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None), key)
         rundir.check_inside(cfg.trainer.default_root_dir, "trainer.default_root_dir")
     trainer_kwargs = _container(cfg.trainer)
-    trainer_kwargs["strategy"] = distributed_strategy(trainer_kwargs["strategy"])  # ddp_spawn -> ddp in a worker
     if cfg.model.backend == "numpy":
         # Manual optimization: Lightning refuses its own clipping and accumulation (the task does both), and
         # the arrays live on the CPU whatever devices the machine has.
@@ -510,12 +505,6 @@ def _shown(path: Any) -> str:
     except ValueError:
         return text
     return text if rel.startswith("..") else rel
-
-
-def distributed_strategy(strategy: Any) -> Any:
-    from rnnlab import distributed
-
-    return distributed.worker_strategy(strategy)
 
 
 def _cluster_plugins() -> list[Any]:

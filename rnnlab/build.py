@@ -80,12 +80,6 @@ def is_float64(precision: Any) -> bool:
     return str(precision) in ("64", "64-true", "double")
 
 
-def distributed_strategy(strategy: Any) -> Any:
-    from rnnlab import distributed
-
-    return distributed.worker_strategy(strategy)
-
-
 def cluster_plugins() -> list[Any]:
     """Under a submitit SLURM job, Lightning's own SLURM auto-requeue (SIGUSR1) is switched off: submitit's
     requeue signal is the one rnnlab follows (rnnlab.runtime.signals), and one mechanism requeues, not two."""
@@ -146,7 +140,6 @@ def build_trainer(
             rundir.check_inside(getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None), key)
         rundir.check_inside(cfg.trainer.default_root_dir, "trainer.default_root_dir")
     trainer_kwargs = container(cfg.trainer)
-    trainer_kwargs["strategy"] = distributed_strategy(trainer_kwargs["strategy"])  # ddp_spawn -> ddp in a worker
     if cfg.model.backend == "numpy":
         # Manual optimization: Lightning refuses its own clipping and accumulation (the task does both), and
         # the arrays live on the CPU whatever devices the machine has.

@@ -1,27 +1,35 @@
-"""Command-line entry points. Imports stay light: torch and lightning load inside train()."""
+"""Command-line entry points. Imports stay light: Hydra loads when its app starts (``--help`` answers without it),
+torch and lightning inside train()."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import hydra
-from omegaconf import DictConfig
-
-import rnnlab.config  # noqa: F401  (registers the schemas with Hydra's ConfigStore)
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
-def config_dir() -> str:
-    """conf/ of a source checkout, or the copy a wheel carries inside the package."""
+def _find_conf() -> Path:
     here = Path(__file__).resolve().parent
     for candidate in (here / "conf", here.parent / "conf"):
         if (candidate / "train.yaml").is_file():
-            return str(candidate)
+            return candidate
     raise FileNotFoundError(f"rnnlab's conf/ directory not found next to {here}")
+
+
+def config_dir() -> str:
+    """conf/ of a source checkout, or the copy a wheel carries inside the package, ready to compose: rnnlab's
+    schemas, which its YAML files extend, are registered with Hydra's ConfigStore (rnnlab.config)."""
+    import rnnlab.config  # noqa: F401
+
+    return str(_find_conf())
 
 
 # ------------------------------------------------------------------------------------ error lines
@@ -129,42 +137,44 @@ def _did_you_mean(err: Any) -> str:
     return f" (did you mean {close[0]}?)" if close else f" (valid keys: {', '.join(names)})"
 
 
-def _install_error_reporter() -> None:
-    """Hydra prints multi-line messages and tracebacks; users get one line and exit status 1 instead.
-
-    Genuine bugs (anything but a config, override or data error) keep Hydra's traceback, and
-    HYDRA_FULL_ERROR=1 restores Hydra's behaviour entirely.
-    """
-    import hydra._internal.utils as hydra_utils
-
-    original = hydra_utils.run_and_report
-    if getattr(original, "_rnnlab", False):
-        return
-
-    def run_and_report(func: Any) -> Any:
-        try:
-            return func()
-        except Exception as ex:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            line = one_line_error(ex)
-            if _report_failed_jobs():  # a sweep raised its first failure (or, Optuna, ran out of completed
-                sys.exit(1)  # trials): every failure is listed above, each with its line
-            if line is None:
-
-                def reraise(err: Exception = ex) -> Any:
-                    raise err
-
-                return original(reraise)
-            sys.stderr.write(f"rnnlab: error: {line}\n")
-            sys.exit(1)
-
-    run_and_report._rnnlab = True  # type: ignore[attr-defined]
-    hydra_utils.run_and_report = run_and_report
+# Hydra prints its own multi-line message for an error (and a hint to set HYDRA_FULL_ERROR=1); under HYDRA_FULL_ERROR=1
+# it raises the error instead. train_main sets it for the process, and for the processes that inherit its environment
+# (Lightning's DDP processes, joblib workers, submitit jobs), with this marker beside it: the errors come back to
+# rnnlab, which prints one line for a user error and the whole traceback for a bug.
+REPORTING_ENV = "RNNLAB_REPORTS_ERRORS"
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def _hydra_train(cfg: DictConfig) -> float | None:
+def full_error_wanted() -> bool:
+    """The user set HYDRA_FULL_ERROR=1: Hydra's behaviour, tracebacks included, instead of one line."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and os.environ.get(REPORTING_ENV) != "1"
+
+
+@contextlib.contextmanager
+def _hydra_raises() -> Iterator[None]:
+    """While Hydra runs: HYDRA_FULL_ERROR=1 (unless the user set it), so that every error reaches train_main."""
+    saved = {key: os.environ.get(key) for key in ("HYDRA_FULL_ERROR", REPORTING_ENV)}
+    if not full_error_wanted():
+        os.environ.update({"HYDRA_FULL_ERROR": "1", REPORTING_ENV: "1"})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _hydra_train() -> None:
+    """Hydra's app: composes the config from the command line (sys.argv) and runs :func:`_task` once, or for
+    every job of a sweep (``-m``)."""
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")(_task)()
+
+
+def _task(cfg: DictConfig) -> float | None:
+    """Hydra's task function: one run, or one job of a sweep."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -194,7 +204,7 @@ def _hydra_train(cfg: DictConfig) -> float | None:
             raise  # RunInterrupted, SystemExit, KeyboardInterrupt: train_main reports them
         # A single run ends here with one line; in a sweep the error goes back to Hydra so the other jobs go on.
         line = one_line_error(ex)
-        if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if line is None or full_error_wanted():
             raise
         if not multirun:
             sys.stderr.write(f"rnnlab: error: {line}\n")
@@ -213,29 +223,39 @@ def _record_subdir(hydra_cfg: Any) -> str | None:
     return guard.get("record_subdir", ".hydra")
 
 
-def _lazy_help_groups() -> None:
-    """Hydra lists every config group for ``--help`` (about 0.5 s) although rnnlab's help template never
-    shows that list; skip it unless the template asks for it (``--hydra-help`` does)."""
-    try:
-        from hydra._internal.hydra import Hydra
+# ------------------------------------------------------------------------------------------------ --help
+HELP_FLAGS = ("-h", "--help")
+_HELP_ALSO = ("-m", "--multirun")  # flags that Hydra's own --help accepts beside it, and ignores
 
-        original = Hydra.get_help
-    except (ImportError, AttributeError):  # a Hydra without this private hook: keep its behaviour
-        return
-    if getattr(original, "_rnnlab", False):
-        return
 
-    def get_help(self: Any, help_cfg: Any, cfg: Any, args_parser: Any, resolve: bool) -> str:
-        if "CONFIG_GROUPS" in help_cfg.template:
-            return original(self, help_cfg, cfg, args_parser, resolve)
-        self.format_config_groups = lambda predicate, compact=True: ""
-        try:
-            return original(self, help_cfg, cfg, args_parser, resolve)
-        finally:
-            del self.format_config_groups
+def app_help(argv: list[str]) -> str | None:
+    """``rnnlab-train --help``: rnnlab's help template (``help`` in conf/hydra/default.yaml, the one place the text
+    lives) rendered without starting Hydra, whose ``--help`` first composes the config and lists every config group
+    and plugin (together about 0.5 s, for a text that shows neither). The template may interpolate the other
+    ``hydra.help`` keys (``${hydra.help.header}``). None when Hydra should answer: no --help; another flag
+    (``--hydra-help``, ``--resolve``, ``--config-dir``, ...); an override of Hydra's config (``hydra.help.*``); or a
+    template that asks Hydra for more ($CONFIG, $FLAGS_HELP, $APP_CONFIG_GROUPS, $HYDRA_CONFIG_GROUPS, other
+    interpolations)."""
+    flags = [a for a in argv if a.startswith("-")]
+    if not any(f in HELP_FLAGS for f in flags) or any(f not in HELP_FLAGS + _HELP_ALSO for f in flags):
+        return None
+    if any(a.lstrip("+~").startswith("hydra") for a in argv if not a.startswith("-")):
+        return None
+    import string
 
-    get_help._rnnlab = True  # type: ignore[attr-defined]
-    Hydra.get_help = get_help  # type: ignore[method-assign]
+    import yaml
+
+    with open(_find_conf() / "hydra" / "default.yaml", encoding="utf-8") as fh:
+        hydra_conf = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    help_conf = hydra_conf.get("help") or {}
+    if not isinstance(help_conf.get("template"), str):
+        return None
+    text = re.sub(r"\$\{hydra\.help\.(\w+)\}", lambda m: str(help_conf.get(m.group(1), m.group(0))),
+                  help_conf["template"])  # fmt: skip
+    template = string.Template(text)
+    if "${" in text or template.get_identifiers():
+        return None
+    return template.substitute()
 
 
 def _report_failed_jobs(interrupted: bool = False) -> bool:
@@ -263,20 +283,47 @@ def expand_home(argv: list[str]) -> list[str]:
 
 
 def train_main() -> None:
-    """``rnnlab-train``: the Hydra app. A sweep with failed jobs lists them and exits with status 1; a signal ends a
-    run (or a sweep) with the signal contract's line and exit status 128 + the signal's number."""
-    from rnnlab.distributed import quiet_argv
+    """``rnnlab-train``: the Hydra app. A user error ends in one line (``rnnlab: error: ...``) and exit status 1, a
+    bug in its traceback; a sweep with failed jobs lists them and exits with status 1; a signal ends a run (or a
+    sweep) with the signal contract's line and exit status 128 + the signal's number. HYDRA_FULL_ERROR=1 gives
+    Hydra's own error output instead."""
+    from rnnlab.distributed import quiet_argv, started_by_lightning, wait_for_parent
+
+    # ranks > 0 of torchrun/srun/DDP: no Hydra files of their own
+    argv = quiet_argv(expand_home(sys.argv[1:]))
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        _main(argv)
+    except SystemExit as done:
+        if done.code not in (None, 0) and started_by_lightning(argv):
+            wait_for_parent()  # Lightning's launcher kills rank 0 as soon as another rank fails: rank 0 ends first
+        raise
+
+
+def _main(argv: list[str]) -> None:
+    from rnnlab.distributed import launch_rank
     from rnnlab.runtime.signals import RunInterrupted
 
-    _install_error_reporter()
-    _lazy_help_groups()
-    # ranks > 0 of torchrun/srun/DDP: no Hydra files of their own
-    sys.argv = [sys.argv[0], *quiet_argv(expand_home(sys.argv[1:]))]
     try:
-        _hydra_train()
+        with _hydra_raises():
+            text = app_help(argv)
+            if text is not None:
+                print(text)
+                return
+            _hydra_train()
     except RunInterrupted as stop:
-        if not _report_failed_jobs(interrupted=True):
-            sys.stderr.write(f"rnnlab: {stop.message}\n")
+        if not _report_failed_jobs(interrupted=True) and launch_rank() == 0:  # every process of a DDP run stops
+            sys.stderr.write(f"rnnlab: {stop.message}\n")  # with this line: rank 0 prints it
         sys.exit(stop.exit_code)
+    except Exception as ex:
+        if full_error_wanted():
+            raise
+        line = one_line_error(ex)
+        if _report_failed_jobs():  # a sweep raised its first failure (or, Optuna, ran out of completed trials):
+            sys.exit(1)  # every failure is listed above, each with its line
+        if line is None:
+            raise  # a bug: its traceback
+        sys.stderr.write(f"rnnlab: error: {line}\n")
+        sys.exit(1)
     if _report_failed_jobs():  # the sweeper went on past its failures (Optuna's max_failure_rate)
         sys.exit(1)

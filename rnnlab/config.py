@@ -19,7 +19,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from rnnlab.distributed import launch_devices, launch_nodes, run_stamp
+from rnnlab.distributed import check_launcher, launch_devices, launch_nodes, run_stamp
 from rnnlab.errors import ConfigError
 
 
@@ -655,6 +655,7 @@ def validate(cfg: DictConfig) -> None:
     _check_trainer(cfg.trainer)
     if cfg.model.backend == Backend.numpy:
         _check_numpy_trainer(cfg.trainer)
+    check_launcher(cfg.trainer)  # trainer.strategy=ddp_spawn: the equivalent ddp and torchrun commands
 
     wanted = TASK_DATA[cfg.task.name]
     if cfg.data.kind != wanted:

@@ -3,14 +3,16 @@
 * ``torchrun`` or ``srun`` start every process themselves; Lightning reads their environment (TorchElastic,
   SLURM) and each process runs the whole of ``rnnlab-train``. :func:`run_stamp` gives all of them one run
   directory, and :func:`quiet_argv` keeps the processes other than rank 0 from writing Hydra's files into it.
-* ``trainer=ddp`` without a launcher: Lightning starts the other local processes itself, re-running the command
-  line with ``hydra.run.dir`` set to this run's directory.
+  ``torchrun --standalone --nproc-per-node=2 -m rnnlab trainer=ddp ...`` (rnnlab/__main__.py).
+* ``trainer.strategy=ddp trainer.devices=2`` (or ``trainer=ddp``) without a launcher: Lightning's subprocess
+  launcher starts the other local processes itself, re-running the command line with ``hydra.run.dir`` set to
+  this run's directory; each of them, too, runs the whole of ``rnnlab-train``.
 * ``trainer.strategy=ddp_spawn`` (also ``ddp_fork``, ``ddp_notebook`` and their ``_find_unused_parameters_*``
-  variants): :func:`spawn_train` starts the processes here, and each runs all of ``train(cfg)`` under
-  ``strategy=ddp``, exactly as under torchrun. Lightning's own spawn launcher runs only ``trainer.fit`` in the
-  children and hands back to the parent nothing but the metrics, the weights and the best checkpoint's path, so
-  the parent would write summary.json without the step count, the timings or the best score, rewrite
-  last.ckpt from a trainer that never stepped, and start a second set of log files for ``trainer.test``.
+  variants) is refused in one line that gives the equivalent ``ddp`` and torchrun commands
+  (:func:`check_launcher`): Lightning's spawn launcher runs only ``trainer.fit`` in the processes it starts and
+  hands back to the first one nothing but the metrics, the weights and the best checkpoint's path, so that
+  process would write summary.json without the step count, the timings or the best score, rewrite last.ckpt
+  from a trainer that never stepped, and start a second set of processes and log files for ``trainer.test``.
 
 Every process reads the same config, so the run directory, the seed and the data are the same in all of them;
 only global rank 0 writes files. Helpers for the metric reductions (:func:`all_reduce_sum`,
@@ -20,21 +22,16 @@ and rnnlab.cli import it.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import re
-import sys
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.errors import ConfigError
 
 # Lightning's registered strategies that start their processes with torch.multiprocessing
 _SPAWNING = re.compile(r"^ddp_(spawn|fork|notebook)((?:_find_unused_parameters_(?:true|false))?)$")
 _RANK_KEYS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # lightning.fabric's _get_rank order
-WORKER_ENV = "RNNLAB_SPAWNED_WORKER"  # set in the processes spawn_train starts
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S-%f"
 
 
@@ -119,92 +116,37 @@ def launch_nodes() -> int:
 
 def quiet_argv(argv: list[str]) -> list[str]:
     """The command line of a process that is not rank 0 of a launch, with Hydra's outputs switched off: no
-    ``.hydra/`` copy of the config and no log file (warnings still reach stderr). Other processes unchanged."""
+    ``.hydra/`` copy of the config and no log file; its warnings reach stderr (conf/hydra/job_logging/other_ranks.yaml).
+    Other processes unchanged."""
     if launch_rank() == 0 or any(a in ("-m", "--multirun") or a.startswith("--multirun") for a in argv):
         return argv
-    wanted = {"hydra.output_subdir": "null", "hydra/job_logging": "none"}
+    wanted = {"hydra.output_subdir": "null", "hydra/job_logging": "other_ranks"}
     extra = [f"{k}={v}" for k, v in wanted.items() if not any(a.lstrip("+~").startswith(k + "=") for a in argv)]
     return [*argv, *extra]
 
 
-# -------------------------------------------------------------------------------------------- ddp_spawn
-def spawn_method(strategy: Any) -> str | None:
-    """The start method ("spawn" or "fork") of a strategy whose processes rnnlab starts itself, else None."""
-    match = _SPAWNING.match(str(strategy)) if isinstance(strategy, str) else None
-    if match is None:
-        return None
-    return "spawn" if match.group(1) == "spawn" else "fork"
+def started_by_lightning(argv: list[str]) -> bool:
+    """This process is a rank > 0 that Lightning's subprocess launcher started (``trainer.strategy=ddp`` without
+    torchrun or srun): the launcher re-runs the command line with ``hydra.job.name=train_ddp_process_<rank>``."""
+    return launch_rank() > 0 and any(a.startswith("hydra.job.name=train_ddp_process_") for a in argv)
 
 
-def worker_strategy(strategy: Any) -> Any:
-    """In a process spawn_train started: the ``ddp`` strategy the spawning one stands for (``ddp_spawn`` ->
-    ``ddp``, ``ddp_spawn_find_unused_parameters_true`` -> ``ddp_find_unused_parameters_true``); elsewhere, and
-    for any other strategy, ``strategy`` itself."""
-    match = _SPAWNING.match(str(strategy)) if isinstance(strategy, str) else None
-    if match is None or os.environ.get(WORKER_ENV) != "1":
-        return strategy
-    return f"ddp{match.group(2)}"
+def wait_for_parent(timeout: float = 30.0) -> None:
+    """Return once the process that started this one has ended, or after ``timeout`` seconds. Lightning's launcher
+    watches the processes it started and, as soon as one of them ends with a non-zero status, kills all of them and
+    itself (rank 0); a rank > 0 that stops together with rank 0 (a signal, a user error) lets rank 0 finish first:
+    its summary.json and its line."""
+    import time
+
+    parent = os.getppid()
+    deadline = time.monotonic() + timeout
+    while os.getppid() == parent and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
-def wants_spawn(cfg: Any) -> bool:
-    """True when ``train(cfg)`` should start the processes of a ddp_spawn-like strategy (not inside one)."""
-    return os.environ.get(WORKER_ENV) != "1" and spawn_method(cfg.trainer.strategy) is not None
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _process_count(trainer_cfg: Any) -> int:
-    """The number of processes Lightning would run for these accelerator and devices settings on this machine."""
-    import lightning as L
-
-    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)  # the probe's "GPU available: ..." lines; the processes print them
-    try:
-        probe = L.Trainer(
-            accelerator=trainer_cfg.accelerator,
-            devices=trainer_cfg.devices,
-            strategy=str(trainer_cfg.strategy),
-            num_nodes=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-    except Exception as err:  # Lightning's MisconfigurationException, ValueError, ...
-        raise ConfigError(f"trainer: {str(err).splitlines()[0]}") from err
-    finally:
-        quiet.setLevel(level)
-    return int(probe.num_devices)
-
-
-def _logging_setup() -> dict[str, Any]:
-    """What the processes need to log like this one: the root logger's level, format and log files."""
-    root = logging.getLogger()
-    files = [h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)]
-    formatter = next((h.formatter for h in root.handlers if h.formatter is not None), None)
-    return {
-        "level": root.level,
-        "files": files,
-        "format": formatter._fmt if formatter is not None else "[%(asctime)s][%(levelname)s] %(message)s",
-        "datefmt": formatter.datefmt if formatter is not None else None,
-        "overrides": command_line_overrides(),
-    }
-
-
-OVERRIDES_ENV = "RNNLAB_OVERRIDES"  # the command line's overrides (JSON), for processes that have no Hydra app
-
-
+# ---------------------------------------------------------------------------------------- ddp_spawn
 def command_line_overrides() -> list[str]:
-    """The overrides the run was started with (Hydra's record of them; in a spawned process, the parent's)."""
-    import json
-
+    """The overrides the run was started with (Hydra's record of them); none outside a Hydra app."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -212,140 +154,62 @@ def command_line_overrides() -> list[str]:
             return [str(o) for o in HydraConfig.get().overrides.task]
     except Exception:  # not a Hydra app (train() called from Python)
         pass
-    try:
-        return [str(o) for o in json.loads(os.environ.get(OVERRIDES_ENV, "[]"))]
-    except ValueError:
-        return []
+    return []
 
 
-def _configure_logging(rank: int, setup: dict[str, Any]) -> None:
-    """Rank 0 logs to the console and appends to the run's log file; the others print warnings only."""
-    import json
-
-    os.environ[OVERRIDES_ENV] = json.dumps(setup.get("overrides") or [])
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    formatter = logging.Formatter(setup["format"], setup["datefmt"])
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout if rank == 0 else sys.stderr)]
-    if rank == 0:
-        handlers += [logging.FileHandler(path, mode="a") for path in setup["files"]]
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        if rank != 0:  # also for records of loggers with their own level (Lightning's INFO lines)
-            handler.setLevel(logging.WARNING)
-        root.addHandler(handler)
-    root.setLevel(setup["level"] if rank == 0 else logging.WARNING)
+def _process_count(devices: Any, accelerator: Any) -> int | None:
+    """The processes per node that ``trainer.devices`` asks for, where the config alone says: a count, a list of
+    devices, "0,1"; on the CPU "auto" is one (as Lightning counts). None: Lightning counts the machine's GPUs."""
+    if isinstance(devices, int):
+        return devices if devices > 0 else None  # -1: every device
+    if not isinstance(devices, str):  # a list of device indices
+        return len(devices)
+    text = devices.strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    if text == "auto" and str(accelerator).lower() == "cpu":
+        return 1
+    return None
 
 
-# What would make Lightning read ranks from another launcher (SLURM, torchrun, Kubeflow, LSF) than this one: a
-# ddp_spawn run inside an sbatch allocation, say
-_OTHER_LAUNCHERS = ("RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_PROCID",
-                    "JSM_NAMESPACE_RANK", "LSB_JOBID")  # fmt: skip
+def check_launcher(trainer: Any, overrides: list[str] | None = None) -> None:
+    """Refuse Lightning's spawning strategies (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook`` and their
+    ``_find_unused_parameters_*`` variants) with one line that gives the same run under Lightning's ``ddp`` (its
+    subprocess launcher) and under torchrun. Their launcher runs only ``trainer.fit`` in the processes it starts and
+    hands back to the first one the metrics, the weights and the best checkpoint's path only: not the step count,
+    the timings, the NumPy network, the signal contract's outcome, nor the state ``trainer.test`` and summary.json
+    need. ``overrides``: the command line's (default: Hydra's record of them)."""
+    strategy = trainer.strategy
+    match = _SPAWNING.match(str(strategy)) if isinstance(strategy, str) else None
+    if match is None:
+        return
+    import shlex
 
-
-def _worker(local_rank: int, cfg: Any, nprocs: int, port: int, queue: Any, setup: dict[str, Any]) -> None:
-    for key in _OTHER_LAUNCHERS:
-        os.environ.pop(key, None)
-    os.environ.update(
-        {
-            WORKER_ENV: "1",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "WORLD_SIZE": str(nprocs),
-            "NODE_RANK": "0",
-            "LOCAL_RANK": str(local_rank),  # Lightning: processes created externally, rank from here
-        }
-    )
-    _configure_logging(local_rank, setup)
-    from rnnlab.runtime.signals import RunInterrupted
-    from rnnlab.train import train
-
-    try:
-        value = train(cfg).value
-    except RnnlabError as err:  # a user error: raised again in the parent, one line as in a single process
-        try:
-            queue.put(("error", err))
-        except Exception:  # an error that does not pickle: its line
-            queue.put(("error", ConfigError(str(err).splitlines()[0] if str(err) else type(err).__name__)))
-        raise SystemExit(1) from None
-    except RunInterrupted as stop:  # the signal contract: rank 0's line goes to the parent
-        if local_rank == 0:
-            queue.put(("interrupted", (stop.signum, stop.message)))
-        raise SystemExit(stop.exit_code) from None
-    if local_rank == 0:
-        queue.put(("done", value))
-
-
-def spawn_train(cfg: Any) -> float | None:
-    """Run ``train(cfg)`` in as many processes as ``trainer.devices`` asks for, on this machine, and return rank
-    0's result. A user error in a process (rnnlab.errors) is raised here again as the same one-line error."""
-    import copy
-
-    import torch.multiprocessing as mp
-    from omegaconf import OmegaConf
-
-    trainer = cfg.trainer
+    ddp = f"ddp{match.group(2) or ''}"
+    count = _process_count(trainer.devices, trainer.accelerator)
+    kept = [o for o in (command_line_overrides() if overrides is None else overrides)
+            if not o.lstrip("+~").startswith(("trainer.strategy=", "trainer.devices="))]  # fmt: skip
+    others = " ".join(shlex.quote(o) for o in kept)
+    others = f"{others} " if others else ""
+    devices = shlex.quote(f"trainer.devices={trainer.devices}")
+    why = f"trainer.strategy={strategy}: Lightning's spawn launcher runs only trainer.fit in its processes"
     if int(trainer.num_nodes) != 1:
         raise ConfigError(
-            f"trainer.strategy={trainer.strategy} starts its processes on this machine only; for "
-            f"trainer.num_nodes={trainer.num_nodes} use trainer=ddp and start the processes with torchrun or srun"
+            f"{why}, on this machine only; for trainer.num_nodes={trainer.num_nodes} start the processes on every "
+            f"node with torchrun or srun and trainer.strategy={ddp} (conf/trainer/ddp.yaml)"
         )
-    nprocs = _process_count(trainer)
-    resolved = copy.deepcopy(cfg)
-    OmegaConf.resolve(resolved)  # ${hydra:...} and ${now:...} need the Hydra app: resolve them here, once
-    method = spawn_method(trainer.strategy)
-    context = mp.get_context(method)
-    queue = context.SimpleQueue()
-    logging.getLogger("rnnlab").info("Starting %d processes (trainer.strategy=%s)", nprocs, trainer.strategy)
-    processes = mp.start_processes(
-        _worker,
-        args=(resolved, nprocs, _free_port(), queue, _logging_setup()),
-        nprocs=nprocs,
-        join=False,
-        start_method=method,
+    nproc = count if count is not None else "gpu" if str(trainer.accelerator).lower() in ("gpu", "cuda") else None
+    torchrun = ""
+    if nproc is not None:  # torchrun's processes per node; "gpu": one per GPU, as Lightning's devices=auto
+        per_process = f" trainer.devices={count}" if count is not None else ""
+        torchrun = (f", or with torchrun: torchrun --standalone --nproc-per-node={nproc} -m rnnlab {others}"
+                    f"trainer.strategy={ddp}{per_process}")  # fmt: skip
+    raise ConfigError(
+        f"{why}; the same run with Lightning's subprocess launcher: rnnlab-train {others}trainer.strategy={ddp} "
+        f"{devices}{torchrun}"
     )
-    try:
-        with _forwarding_signals([p.pid for p in processes.processes]):  # each process stops at the same step
-            while not processes.join():
-                pass
-    except (mp.ProcessRaisedException, mp.ProcessExitedException):
-        from rnnlab.runtime.signals import RunInterrupted
-
-        while not queue.empty():
-            message = queue.get()
-            if message[0] == "error":
-                raise message[1] from None
-            if message[0] == "interrupted":
-                raise RunInterrupted(*message[1]) from None
-        raise
-    value = None
-    while not queue.empty():
-        message = queue.get()
-        if message[0] == "done":
-            value = message[1]
-    return value
-
-
-@contextlib.contextmanager
-def _forwarding_signals(pids: list[int]) -> Iterator[None]:
-    """While the processes of a spawned run work: SIGTERM and SIGINT are passed on to them (they follow the signal
-    contract together, rnnlab.runtime.signals) instead of stopping this process, which waits for them."""
-    import signal
-
-    def forward(signum: int, frame: Any) -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    for signum in previous:
-        signal.signal(signum, forward)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 # ------------------------------------------------------------------------------------------ reductions

@@ -59,7 +59,6 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
     ``<run_dir>/summary.json`` (rnnlab.summary) and, for TensorBoard loggers, the hyperparameters with the
     final metrics (the HPARAMS tab).
     """
-    from rnnlab import distributed
     from rnnlab.runtime import rundir
     from rnnlab.runtime.signals import RunInterrupted, SignalContract
 
@@ -77,10 +76,7 @@ def train(cfg: DictConfig, *, callbacks: Sequence[Any] = ()) -> RunResult:
         try:
             if took:
                 claim = rundir.claim(run_dir, "run", "paths.run_dir")
-            if distributed.wants_spawn(cfg):  # trainer.strategy=ddp_spawn: all of train(cfg) in each process
-                result = RunResult(distributed.spawn_train(cfg), run_dir=run_dir)
-            else:
-                result = _train(cfg, run_dir, claim, signals, started, threads, callbacks)
+            result = _train(cfg, run_dir, claim, signals, started, threads, callbacks)
             outcome = "completed"
             return result
         except RunInterrupted as err:

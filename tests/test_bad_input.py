@@ -144,13 +144,21 @@ VALIDATE_ERRORS = [
     (["task=forecast", "data=copy"], ["task=forecast", "data=copy", "tagging"]),
     (["model.attention=dot"], ["model.attention=dot", "task=seq2seq"]),
     (["model.bidirectional=true"], ["model.bidirectional", "task=language_model"]),
+    # Lightning's spawn launcher runs only trainer.fit in its processes: the same run with ddp, or under torchrun
+    (
+        ["trainer.strategy=ddp_spawn", "trainer.devices=2"],
+        [
+            "trainer.strategy=ddp_spawn:",
+            "trainer.strategy=ddp trainer.devices=2, or with torchrun: torchrun",
+            "torchrun --standalone --nproc-per-node=2 -m rnnlab ",
+        ],
+    ),
     # the NumPy backend: one CPU process
     (["model.backend=numpy", "trainer.accelerator=gpu"], ["model.backend=numpy", "trainer.accelerator=gpu"]),
     (["model.backend=numpy", "trainer=gpu"], ["model.backend=numpy", "trainer.accelerator"]),
     (["model.backend=numpy", "trainer.devices=2"], ["model.backend=numpy", "trainer.devices=1"]),
     (["model.backend=numpy", "trainer.devices=[0,1]"], ["model.backend=numpy", "trainer.devices"]),
     (["model.backend=numpy", "trainer.strategy=ddp"], ["model.backend=numpy", "trainer.strategy=ddp"]),
-    (["model.backend=numpy", "trainer.strategy=ddp_spawn"], ["model.backend=numpy", "trainer.strategy"]),
     (["model.backend=numpy", "trainer.num_nodes=2"], ["model.backend=numpy", "trainer.num_nodes"]),
     (["model.backend=numpy", "trainer.precision=16-mixed"], ["model.backend=numpy", "trainer.precision"]),
 ]

@@ -69,6 +69,63 @@ def test_help_lists_every_group_and_option(tmp_path):
     assert not list(tmp_path.iterdir())  # --help writes nothing
 
 
+def test_help_is_the_template_as_hydra_renders_it_without_starting_hydra(tmp_path):
+    """--help renders conf/hydra/default.yaml's help template itself; Hydra renders the same text (here it answers
+    because of --config-dir), and a template that asks for the composed config goes to Hydra."""
+    code = ("import sys; from rnnlab.cli import train_main; train_main(); "
+            "print('@@' + ','.join(m for m in ('hydra', 'omegaconf') if m in sys.modules))")  # fmt: skip
+    fast = subprocess.run([sys.executable, "-c", code, "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert fast.returncode == 0, fast.stderr
+    text, _, loaded = fast.stdout.rpartition("@@")
+    assert loaded.strip() == ""  # neither Hydra nor OmegaConf was imported
+    (tmp_path / "extra").mkdir()
+    by_hydra = run_cli("--help", "--config-dir", str(tmp_path / "extra"), cwd=tmp_path)
+    assert by_hydra.returncode == 0, by_hydra.stderr
+    assert text == by_hydra.stdout
+    assert text.startswith("rnnlab-train: train a recurrent network")
+    assert "rnnlab-train --cfg job [overrides] prints the composed config" in text
+    config = run_cli("--help", "hydra.help.template=$CONFIG", "model=gru", cwd=tmp_path)
+    assert config.returncode == 0, config.stderr
+    assert yaml.safe_load(config.stdout)["model"]["cell"] == "gru"
+
+
+def test_errors_reach_train_main_and_user_errors_are_one_line(monkeypatch, capsys):
+    """Hydra re-raises while it runs (HYDRA_FULL_ERROR=1, set for the process and restored after): a user error
+    ends in one line and exit 1, a bug in its own traceback; HYDRA_FULL_ERROR=1 from the user re-raises both."""
+    import rnnlab.cli
+    from rnnlab.errors import ConfigError
+
+    seen = {}
+
+    def failing(error):
+        def app():
+            seen["env"] = (os.environ.get("HYDRA_FULL_ERROR"), rnnlab.cli.full_error_wanted())
+            raise error
+
+        return app
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv(rnnlab.cli.REPORTING_ENV, raising=False)
+    monkeypatch.setattr(sys, "argv", ["rnnlab-train"])
+    monkeypatch.setattr(rnnlab.cli, "_hydra_train", failing(ConfigError("model.hidden_size must be > 0, got 0")))
+    with pytest.raises(SystemExit) as exited:
+        rnnlab.cli.train_main()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == "rnnlab: error: model.hidden_size must be > 0, got 0\n"
+    assert seen["env"] == ("1", False)  # Hydra raised; rnnlab reported
+    assert "HYDRA_FULL_ERROR" not in os.environ
+    assert rnnlab.cli.REPORTING_ENV not in os.environ
+    monkeypatch.setattr(rnnlab.cli, "_hydra_train", failing(ZeroDivisionError("a bug")))
+    with pytest.raises(ZeroDivisionError, match="a bug"):  # the interpreter prints its whole traceback
+        rnnlab.cli.train_main()
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setattr(rnnlab.cli, "_hydra_train", failing(ConfigError("model.hidden_size must be > 0, got 0")))
+    with pytest.raises(ConfigError):
+        rnnlab.cli.train_main()
+    assert seen["env"] == ("1", True)
+
+
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "model=gru"], ["--info", "defaults"]])
 def test_help_and_cfg_do_not_import_torch_or_lightning(tmp_path, args):
     result, data = probe(args, tmp_path)

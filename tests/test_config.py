@@ -321,7 +321,10 @@ def test_unknown_group_option(raw_compose, group):
         (("task=classify",), ["task=classify", "data=shakespeare"]),
         (("task=language_model", "data=synthetic_text"), ["task=language_model", "data=synthetic_text"]),
         (("model.backend=numpy", "trainer.accelerator=gpu"), ["model.backend=numpy", "trainer.accelerator=gpu"]),
-        (("model.backend=numpy", "trainer.strategy=ddp_spawn"), ["model.backend=numpy", "trainer.strategy"]),
+        (
+            ("model.backend=numpy", "trainer.strategy=ddp", "trainer.devices=2"),
+            ["model.backend=numpy", "trainer.strategy=ddp needs"],
+        ),
         (("model.backend=numpy", "trainer.devices=2"), ["model.backend=numpy", "trainer.devices"]),
         (("model.backend=numpy", "trainer.precision=16-mixed"), ["model.backend=numpy", "trainer.precision"]),
         (("model.bidirectional=true",), ["model.bidirectional", "task=language_model"]),

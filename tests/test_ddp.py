@@ -1,11 +1,13 @@
-"""Lightning DDP on the torch backend: real 2-process runs (gloo on the CPU) against one process, the loaders'
-shards, the cross-process metric reductions, which process writes what, and the NumPy backend's refusal."""
+"""Lightning DDP on the torch backend: real 2-process runs (gloo on the CPU; Lightning's own launcher and torchrun)
+against one process, the loaders' shards, the cross-process metric reductions, which process writes what, the
+refusal of ddp_spawn with commands that work, and the NumPy backend's refusal."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from rnnlab import distributed
 from rnnlab.config import validate
@@ -23,16 +26,16 @@ from rnnlab.data.sampling import EpochSeededSampler, ShardedSampler
 from rnnlab.errors import ConfigError
 from rnnlab.tasks.seq2seq import BleuStats, corpus_bleu
 from rnnlab.tasks.tag import entity_counts, entity_scores, scores_from_counts
-from rnnlab.train import train
 
-RNNLAB_TRAIN = Path(sys.executable).parent / "rnnlab-train"
+BIN = Path(sys.executable).parent
+RNNLAB_TRAIN = BIN / "rnnlab-train"
 # float64, no dropout: one process with batches of 32 and two with 16 each compute the same gradients up to the
 # order of a few float64 additions (DDP averages the two half-batch means), so every metric agrees to ~1e-13
 TINY = ("task=classify", "data=synthetic_text", "data.num_samples=400", "data.min_len=5", "data.max_len=12",
         "model=gru", "model.hidden_size=16", "model.embed_dim=8", "trainer.precision=64", "trainer.max_steps=4",
         "trainer.val_check_interval=2", "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1",
         "trainer.accelerator=cpu", "seed=7")  # fmt: skip
-SPAWN2 = ("trainer.strategy=ddp_spawn", "trainer.devices=2")
+DDP2 = ("trainer.strategy=ddp", "trainer.devices=2")  # Lightning's subprocess launcher starts the second process
 LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_WORLD_SIZE", "TORCHELASTIC_RUN_ID",
               "SLURM_PROCID", "SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS_PER_NODE",
               "SLURM_NNODES", "JSM_NAMESPACE_RANK")  # fmt: skip
@@ -90,16 +93,21 @@ class Probe(L.Callback):
         )
 
 
-def _run(compose: Any, tmp_path: Path, name: str, *overrides: str, audit: bool = False) -> tuple[Path, dict]:
-    run_dir = tmp_path / name
+def _run(tmp_path: Path, name: str, *overrides: str, audit: bool = False) -> dict[str, Any]:
+    """``rnnlab-train TINY *overrides`` into ``<tmp_path>/<name>/``; the Probe (``audit``) is imported from this
+    file by every process of the run."""
+    out = tmp_path / name
     extra = ()
     if audit:
         (tmp_path / f"{name}-audit").mkdir()
-        extra = ("+callbacks.probe._target_=test_ddp.Probe", f"+callbacks.probe.root={run_dir}",
+        extra = ("+callbacks.probe._target_=test_ddp.Probe", f"+callbacks.probe.root={out}",
                  f"+callbacks.probe.log_dir={tmp_path}/{name}-audit")  # fmt: skip
-    cfg = compose(*TINY, *overrides, *extra, run_dir=run_dir)
-    train(cfg)
-    return run_dir, json.loads((run_dir / "summary.json").read_text())
+    result = _cli(*TINY, *overrides, *extra, f"paths.output_dir={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dirs = list((out / "runs").iterdir())
+    assert len(run_dirs) == 1, run_dirs  # one run directory for every process
+    summary = json.loads((run_dirs[0] / "summary.json").read_text())
+    return {"dir": run_dirs[0], "summary": summary, "result": result}
 
 
 def _files(run_dir: Path) -> list[str]:
@@ -110,16 +118,14 @@ def _files(run_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, compose_factory: Any) -> dict[str, Any]:
-    """One process with batches of 32, and two ddp_spawn processes with 16 each (the same global batch)."""
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Through the command line: one process with batches of 32, and two processes with 16 each (the same global
+    batch) that Lightning's launcher starts (``trainer.strategy=ddp trainer.devices=2``)."""
     tmp_path = tmp_path_factory.mktemp("ddp")
-
-    def compose(*overrides: str, run_dir: Path) -> Any:
-        return compose_factory(overrides, run_dir)
-
-    single_dir, single = _run(compose, tmp_path, "single", "data.batch_size=32")
-    ddp_dir, ddp = _run(compose, tmp_path, "ddp", "data.batch_size=16", *SPAWN2, audit=True)
-    return {"single": single, "ddp": ddp, "single_dir": single_dir, "ddp_dir": ddp_dir, "tmp": tmp_path}
+    single = _run(tmp_path, "single", "data.batch_size=32")
+    ddp = _run(tmp_path, "ddp", "data.batch_size=16", *DDP2, audit=True)
+    return {"single": single["summary"], "ddp": ddp["summary"], "single_dir": single["dir"], "ddp_dir": ddp["dir"],
+            "tmp": tmp_path, "result": ddp["result"]}  # fmt: skip
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(runs):
@@ -158,23 +164,32 @@ def test_only_rank_zero_writes_and_the_files_are_those_of_one_process(runs):
 
 
 # ------------------------------------------------------------------------------------------ the CLI
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path, exe: tuple[str, ...] = (str(RNNLAB_TRAIN),)) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR" and k not in LAUNCH_ENV}
-    return subprocess.run([str(RNNLAB_TRAIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    here = str(Path(__file__).parent)  # the Probe callback: test_ddp.Probe
+    env["PYTHONPATH"] = os.pathsep.join([here, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else here
+    return subprocess.run([*exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.cli
-def test_cli_ddp_spawn_on_cpu(tmp_path):
-    result = _cli(*TINY, "data.batch_size=16", *SPAWN2, f"paths.output_dir={tmp_path}/out", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = list((tmp_path / "out" / "runs").iterdir())
-    assert len(runs) == 1, runs  # one run directory for both processes
-    run_dir = runs[0]
-    summary = json.loads((run_dir / "summary.json").read_text())
+def test_cli_ddp_on_cpu_through_lightnings_launcher(runs):
+    """Rank 0 owns the run directory and writes Hydra's record, the log and the summary, once; rank 1, which
+    Lightning's launcher started by re-running the command line, logs warnings only."""
+    result, run_dir, tmp_path = runs["result"], runs["ddp_dir"], runs["tmp"]
+    summary = runs["ddp"]
     assert (summary["world_size"], summary["global_step"], summary["status"]) == (2, 4, "completed")
     assert "test/acc" in summary["test_metrics"]
-    assert sorted(p.name for p in run_dir.glob("*.log")) == ["cli.log"]  # Hydra's log, with rank 0's lines added
-    assert "Starting 2 processes (trainer.strategy=ddp_spawn)" in (run_dir / "cli.log").read_text()
+    owner = json.loads((run_dir / ".rnnlab-owner.json").read_text())
+    assert owner["status"] == "completed"
+    assert str(owner["pid"]) == (tmp_path / "ddp-audit" / "pid0.txt").read_text()  # rank 0 owns the directory
+    assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert "trainer.strategy=ddp" in overrides
+    assert not any(o.startswith("hydra.") for o in overrides)  # rank 1's command line did not write this record
+    assert sorted(p.name for p in run_dir.glob("*.log")) == ["cli.log"]  # Hydra's log: rank 0's lines
+    log = (run_dir / "cli.log").read_text()
+    assert "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in log
+    assert "GLOBAL_RANK: 1" not in log
     assert result.stdout.count("== rnnlab: classify | gru (torch)") == 1  # rank 0's report only
     assert "GLOBAL_RANK: 0" in result.stdout  # rank 0 logs at INFO, rank 1 warnings only
     assert "GLOBAL_RANK: 1" not in result.stdout + result.stderr
@@ -182,12 +197,46 @@ def test_cli_ddp_spawn_on_cpu(tmp_path):
 
 
 @pytest.mark.cli
-def test_cli_numpy_backend_refuses_ddp_spawn_in_one_line(tmp_path):
-    result = _cli("task=classify", "data=synthetic_text", "model.backend=numpy", *SPAWN2,
+def test_cli_ddp_spawn_is_one_line_with_commands_that_work(runs):
+    """trainer.strategy=ddp_spawn ends in one line that names trainer.strategy and gives the same run under
+    Lightning's launcher (the fixture's run, word for word) and under torchrun, which gives bit-identical results."""
+    tmp_path = runs["tmp"]
+    out = tmp_path / "spawn"
+    result = _cli(*TINY, "data.batch_size=16", "trainer.strategy=ddp_spawn", "trainer.devices=2",
+                  f"paths.output_dir={out}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("rnnlab: error: trainer.strategy=ddp_spawn: Lightning's spawn launcher runs only ")
+    lightning = re.search(r"launcher: (rnnlab-train .*?), or with torchrun: (torchrun .*)$", line)
+    assert lightning, line
+    fixture_args = [*TINY, "data.batch_size=16", f"paths.output_dir={out}", *DDP2]
+    assert shlex.split(lightning.group(1)) == ["rnnlab-train", *fixture_args]  # the fixture's ddp run
+    torchrun = shlex.split(lightning.group(2))
+    assert torchrun[:5] == ["torchrun", "--standalone", "--nproc-per-node=2", "-m", "rnnlab"]
+    assert torchrun[5:] == fixture_args
+    assert not out.exists() or not any(out.rglob("*.json"))  # refused before anything was written
+
+    torchrun_out = tmp_path / "torchrun"
+    args = [a if not a.startswith("paths.output_dir=") else f"paths.output_dir={torchrun_out}" for a in torchrun[5:]]
+    done = _cli(*torchrun[1:5], *args, cwd=tmp_path, exe=(str(BIN / "torchrun"),))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (torchrun_out / "runs").iterdir()  # both processes in one run directory
+    summary = json.loads((run_dir / "summary.json").read_text())
+    ddp = runs["ddp"]
+    assert (summary["world_size"], summary["global_step"]) == (2, 4)
+    assert summary["fit_metrics"]["val/loss"] == ddp["fit_metrics"]["val/loss"]
+    assert summary["test_metrics"] == ddp["test_metrics"]
+    assert done.stdout.count("== rnnlab: classify | gru (torch)") == 1  # rank 0's report only
+    assert sorted(p.name for p in run_dir.glob("*.log")) == ["cli.log"]
+
+
+@pytest.mark.cli
+def test_cli_numpy_backend_refuses_ddp_in_one_line(tmp_path):
+    result = _cli("task=classify", "data=synthetic_text", "model.backend=numpy", *DDP2,
                   "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}/out", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "rnnlab: error: model.backend=numpy runs in one process; trainer.strategy=ddp_spawn needs model.backend=torch"
+        "rnnlab: error: model.backend=numpy runs in one process; trainer.strategy=ddp needs model.backend=torch"
     ]
 
 
@@ -213,12 +262,37 @@ def test_numpy_backend_refuses_multi_process_and_gpu_settings(raw_compose, overr
     assert "\n" not in str(info.value)
 
 
-def test_ddp_spawn_over_several_nodes_is_one_line(compose):
-    cfg = compose(*TINY, *SPAWN2, "trainer.num_nodes=2")
-    with pytest.raises(
-        ConfigError, match=r"trainer\.num_nodes=2 use trainer=ddp and start the processes with torchrun"
-    ):
-        train(cfg)
+def test_spawning_strategies_are_refused_with_the_equivalent_commands(raw_compose):
+    """The line for each spawning strategy, device setting and node count (no command-line overrides here)."""
+    unused = "_find_unused_parameters_true"
+    cases = [
+        (("trainer.strategy=ddp_spawn", "trainer.devices=2", "trainer.accelerator=cpu"),
+         "trainer.strategy=ddp trainer.devices=2, or with torchrun: torchrun --standalone --nproc-per-node=2 -m "
+         "rnnlab trainer.strategy=ddp trainer.devices=2"),
+        ((f"trainer.strategy=ddp_fork{unused}", "trainer.devices=[0,1]", "trainer.accelerator=gpu"),
+         f"trainer.strategy=ddp{unused} 'trainer.devices=[0, 1]', or with torchrun: torchrun --standalone "
+         f"--nproc-per-node=2 -m rnnlab trainer.strategy=ddp{unused} trainer.devices=2"),
+        (("trainer.strategy=ddp_notebook", "trainer.accelerator=gpu"),
+         "trainer.strategy=ddp trainer.devices=auto, or with torchrun: torchrun --standalone --nproc-per-node=gpu -m "
+         "rnnlab trainer.strategy=ddp"),
+        (("trainer.strategy=ddp_spawn", "trainer.devices=2", "trainer.num_nodes=2"),
+         "for trainer.num_nodes=2 start the processes on every node with torchrun or srun and trainer.strategy=ddp "
+         "(conf/trainer/ddp.yaml)"),
+    ]  # fmt: skip
+    for overrides, ending in cases:
+        cfg = raw_compose("task=classify", "data=synthetic_text", *overrides)
+        with pytest.raises(ConfigError) as info:
+            distributed.check_launcher(cfg.trainer, [])
+        line = str(info.value)
+        assert "\n" not in line
+        assert line.startswith(f"{overrides[0]}: Lightning's spawn launcher runs only trainer.fit in its processes")
+        assert line.endswith(ending), line
+    with pytest.raises(ConfigError, match=r"^trainer\.strategy=ddp_spawn: "):
+        validate(cfg)  # validate() refuses it, before torch is imported
+    validate(raw_compose("task=classify", "data=synthetic_text", *DDP2))  # ddp itself is fine
+    cfg = raw_compose("task=classify", "data=synthetic_text", "trainer.strategy=ddp_spawn", "trainer.devices=2")
+    with pytest.raises(ConfigError, match=r"-m rnnlab model=gru 'data.path=a b' trainer\.strategy=ddp trainer\.devi"):
+        distributed.check_launcher(cfg.trainer, ["model=gru", "trainer.strategy=ddp_spawn", "data.path=a b"])
 
 
 def test_ddp_preset_takes_devices_and_nodes_from_the_launcher(raw_compose, monkeypatch):
@@ -262,22 +336,19 @@ def test_processes_other_than_rank_zero_write_no_hydra_files(monkeypatch):
     argv = ["task=classify"]
     assert distributed.quiet_argv(argv) == argv
     monkeypatch.setenv("LOCAL_RANK", "1")  # as Lightning starts its other local processes
-    assert distributed.quiet_argv(argv) == [*argv, "hydra.output_subdir=null", "hydra/job_logging=none"]
+    assert distributed.quiet_argv(argv) == [*argv, "hydra.output_subdir=null", "hydra/job_logging=other_ranks"]
     assert distributed.quiet_argv([*argv, "hydra.output_subdir=null"]).count("hydra.output_subdir=null") == 1
     assert distributed.quiet_argv(["-m", *argv]) == ["-m", *argv]
     monkeypatch.setenv("RANK", "0")  # RANK wins over LOCAL_RANK (lightning.fabric's order)
     assert distributed.quiet_argv(argv) == argv
 
 
-def test_worker_strategy_names(monkeypatch):
-    assert distributed.spawn_method("ddp_spawn") == "spawn"
-    assert distributed.spawn_method("ddp_notebook_find_unused_parameters_true") == "fork"
-    assert distributed.spawn_method("ddp") is None
-    assert distributed.worker_strategy("ddp_spawn") == "ddp_spawn"  # outside a spawned process: unchanged
-    monkeypatch.setenv(distributed.WORKER_ENV, "1")
-    assert distributed.worker_strategy("ddp_spawn") == "ddp"
-    assert distributed.worker_strategy("ddp_spawn_find_unused_parameters_true") == "ddp_find_unused_parameters_true"
-    assert distributed.worker_strategy("auto") == "auto"
+def test_only_ranks_that_lightning_started_wait_for_rank_zero(monkeypatch):
+    lightning_child = ["task=classify", 'hydra.run.dir="/x"', "hydra.job.name=train_ddp_process_1"]
+    assert not distributed.started_by_lightning(lightning_child)  # rank 0
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.started_by_lightning(lightning_child)
+    assert not distributed.started_by_lightning(["task=classify"])  # torchrun's or srun's rank 1: its agent waits
 
 
 # ------------------------------------------------------------------------------------- the shards

@@ -186,8 +186,6 @@ def test_failed_jobs_callback_records_a_crash_and_train_main_lists_the_failures(
                                                            sweep=sweep_cfg, job={"num": num}))  # fmt: skip
             callback.on_job_end(config, ret)
 
-    monkeypatch.setattr(rnnlab.cli, "_install_error_reporter", lambda: None)  # no patching of Hydra in pytest
-    monkeypatch.setattr(rnnlab.cli, "_lazy_help_groups", lambda: None)
     monkeypatch.setattr(rnnlab.cli, "_hydra_train", fake_sweep)
     with pytest.raises(SystemExit) as exited:
         rnnlab.cli.train_main()
@@ -268,7 +266,7 @@ def test_a_sweep_finishes_the_other_jobs_and_lists_the_diverged_one(tmp_path, ca
 
     from rnnlab.report.cli import main as report_main
 
-    assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 0
+    assert report_main([str(sweep), f"out={tmp_path / 'report'}"]) == 0
     assert "(3 runs, 1 incomplete or failed)" in capsys.readouterr().out
     readme = (tmp_path / "report" / "README.md").read_text()
     listed = [ln for ln in readme.splitlines() if f"`{jobs[1].name}`: failed;" in ln]

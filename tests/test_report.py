@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -141,27 +142,65 @@ def test_failure_midway_keeps_previous_report(sweep: Path, tmp_path: Path, monke
     assert siblings(out) == []
 
 
-def test_cli_writes_report_hydra_style(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_report_with_key_value_arguments(
+    sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cli"
-    assert main([str(sweep / "0_numpy"), str(sweep / "1_torch"), f"out={out}", "html=true", "--title", "Two"]) == 0
-    assert "2 runs, 0 incomplete" in capsys.readouterr().out
+    assert main([str(sweep / "0_numpy"), str(sweep / "1_torch"), f"out={out}", "html=true", "title=Two"]) == 0
+    captured = capsys.readouterr()
+    assert "2 runs, 0 incomplete" in captured.out
+    assert captured.err == ""  # no deprecation line
     assert (out / "report.html").is_file()
     assert len(pd.read_csv(out / "pairs.csv")) == 1
-    assert (out / "README.md").read_text().startswith("# Two\n")
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("# Two\n")
+    assert f"`rnnlab-report {sweep / '0_numpy'} {sweep / '1_torch'} out={out} html=true title=Two`" in readme
+
+
+def test_cli_old_flags_work_with_one_deprecation_line_each(
+    sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "old"
+    assert main([str(sweep), "--out", str(out), "--html", "--title=Old style"]) == 0
+    assert (out / "report.html").is_file()
+    assert (out / "README.md").read_text().startswith("# Old style\n")
+    assert capsys.readouterr().err.splitlines() == [
+        f"rnnlab-report: --out is deprecated and goes in the next release; write out={out}",
+        "rnnlab-report: --html is deprecated and goes in the next release; write html=true",
+        "rnnlab-report: --title is deprecated and goes in the next release; write title='Old style'",
+    ]
+
+
+def test_cli_parses_key_value_and_refuses_bad_arguments(tmp_path: Path) -> None:
+    from rnnlab.report.cli import UsageError, parse
+
+    (tmp_path / "title=x").mkdir()  # the working directory: a directory named like a setting stays a directory
+    paths, values = parse(["out=here", "runs", "title=x", "html=no", "--", "--odd", "html=true"])
+    assert paths == ["runs", "title=x", "--odd", "html=true"]
+    assert (values["out"], values["html"], values["title"]) == ("here", False, "rnnlab report")
+    for argv, fragment in ((["runs", "html=maybe"], "html must be true or false, got 'maybe'"),
+                           (["runs", "--out"], "--out needs a value; write out=..."),
+                           (["runs", "out="], "out= needs a value"),
+                           (["runs", "--outt=x"], "unknown option '--outt=x'"),
+                           (["out=x"], "no directories given")):  # fmt: skip
+        with pytest.raises(UsageError, match=re.escape(fragment)):
+            parse(argv)
 
 
 def test_cli_errors_exit_2_and_write_nothing(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     missing = tmp_path / "no_such_sweep"
-    assert main([str(sweep), str(missing), "--out", str(out)]) == 2
+    assert main([str(sweep), str(missing), f"out={out}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert str(missing) in err
     (tmp_path / "empty").mkdir()
-    assert main([str(tmp_path / "empty"), "--out", str(out)]) == 2
+    assert main([str(tmp_path / "empty"), f"out={out}"]) == 2
     assert "no run directories found" in capsys.readouterr().err
-    assert main([str(sweep), "--out", str(sweep)]) == 2  # would delete the runs: refused
+    assert main([str(sweep), f"out={sweep}"]) == 2  # would delete the runs: refused
     assert "not a report" in capsys.readouterr().err
+    assert main([str(sweep), f"out={out}", "html=maybe"]) == 2
+    assert capsys.readouterr().err == "rnnlab-report: error: html must be true or false, got 'maybe'\n"
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
@@ -207,4 +246,7 @@ def test_help_is_light() -> None:
     script = Path(sys.executable).with_name("rnnlab-report")
     result = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
-    assert "--out" in result.stdout
+    assert result.stdout.splitlines()[0] == "usage: rnnlab-report DIR... [out=DIR] [html=true] [title=T]"
+    for key in ("out=", "html=", "title="):
+        assert f"\n  {key} " in result.stdout
+    assert "--out" not in result.stdout  # the one documented style is key=value

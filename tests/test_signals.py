@@ -193,21 +193,30 @@ def test_a_signal_while_testing_keeps_the_trained_run(compose, tmp_path, monkeyp
 
 @pytest.mark.cli
 def test_sigterm_to_a_ddp_run_stops_every_process_at_one_step(tmp_path):
-    """Two ddp_spawn processes: the signal is passed to both, Lightning stops them at the same step, the checkpoint
-    of that step is written once, and the printed resume ends as the uninterrupted two-process run."""
+    """Two processes (Lightning's launcher starts the second): SIGTERM to the process group, as a scheduler or a
+    terminal sends it, reaches both; they stop at the same step, the checkpoint of that step is written once, rank 0
+    prints the one line, and the printed resume ends as the uninterrupted two-process run."""
     ddp = [a.replace("data.batch_size=32", "data.batch_size=16") for a in RUN if "dropout" not in a] + [
-        "trainer.strategy=ddp_spawn", "trainer.devices=2"]  # fmt: skip
+        "trainer.strategy=ddp", "trainer.devices=2"]  # fmt: skip
     stopped = tmp_path / "stopped"
-    proc = start([*ddp, FOREVER, f"hydra.run.dir={stopped}"], tmp_path)
+    proc = subprocess.Popen([str(BIN / "rnnlab-train"), *ddp, FOREVER, f"hydra.run.dir={stopped}"], cwd=tmp_path,
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
     wait_for((stopped / "checkpoints", "last.ckpt"), proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
+    assert "Received SIGTERM: stopping at the end of this training step" in out  # rank 0 (logs to stdout)
+    assert "Received SIGTERM: stopping at the end of this training step" in err  # rank 1 (warnings, to stderr)
     lines = [line for line in err.splitlines() if line.startswith("rnnlab:")]
     assert len(lines) == 1, err[-3000:]
-    assert "model.num_layers=2" in lines[0]  # the run's own overrides, although its processes have no Hydra app
+    assert "model.num_layers=2" in lines[0]  # the run's own overrides
+    assert "trainer.strategy=ddp" in lines[0]
+    assert "hydra.job.name" not in lines[0]  # rank 0's line, not the command Lightning re-ran for rank 1
     last = torch.load(stopped / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert summary(stopped)["interrupted"]["checkpoint_step"] == last["global_step"]
+    info = summary(stopped)["interrupted"]
+    assert info["checkpoint_step"] == info["step"] == last["global_step"]
+    assert f"at step {info['step']};" in lines[0]
     epochs = last["global_step"] // BATCHES + 2
     for name, extra in (("resumed", [f"ckpt_path={stopped}/checkpoints/last.ckpt"]), ("whole", [])):
         done = subprocess.run([str(BIN / "rnnlab-train"), *ddp, f"trainer.max_epochs={epochs}", *extra,

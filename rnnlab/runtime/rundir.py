@@ -164,7 +164,7 @@ class Claim:
     trained: bool = False  # a training step was taken: the directory now holds results
 
     def holds_results(self) -> bool:
-        """The run took a training step, or its directory holds a checkpoint (a spawned run's processes write)."""
+        """The run took a training step, or its directory holds a checkpoint."""
         if self.trained:
             return True
         ckpts = self.path / "checkpoints"
@@ -326,8 +326,6 @@ def launched_worker() -> bool:
     from rnnlab.distributed import launch_rank
 
     if "LOCAL_RANK" in os.environ and os.environ.get("LOCAL_RANK") != "0":
-        return True
-    if os.environ.get("RNNLAB_SPAWNED_WORKER") == "1":
         return True
     return launch_rank() != 0
 

@@ -73,7 +73,7 @@ class FailedJobs(Callback):
 
 def error_line(ex: BaseException) -> str:
     """The job's error in one line: rnnlab's own line for a user error, else ``Type: first line``."""
-    from rnnlab.cli import one_line_error
+    from rnnlab.errorlines import one_line_error
 
     line = one_line_error(ex)
     if line is None:

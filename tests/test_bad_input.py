@@ -1,7 +1,7 @@
 """Bad input fails at start with one line that names the culprit, and never touches another run's directory.
 
 Most cases run in-process: the composed config through ``rnnlab.config.validate``, ``rnnlab.train.train`` or
-``rnnlab.generate``, each error turned into its line by ``rnnlab.cli.one_line_error``. A handful go through the
+``rnnlab.generate``, each error turned into its line by ``rnnlab.errorlines.one_line_error``. A handful go through the
 real command line (marked ``cli``), one per code path: a Hydra override error, a schema error, a validate error
 (before torch is imported), a data error, a checkpoint error, a trainer error, an rnnlab-generate error, and a run
 pointed at another run's directory.
@@ -26,8 +26,9 @@ from hydra.errors import HydraException
 
 import rnnlab.data.datamodules as datamodules
 from rnnlab.checks import check_checkpoint_file
-from rnnlab.cli import config_dir, one_line_error
+from rnnlab.cli import config_dir
 from rnnlab.config import TASK_DATA, validate
+from rnnlab.errorlines import one_line_error
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.generate import UsageError, generate, parse
 from rnnlab.runtime.rundir import check_new_dir, run_files_in, sweep_files_in

@@ -12,8 +12,9 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, ValidationError
 
-from rnnlab.cli import config_dir, one_line_error
+from rnnlab.cli import config_dir
 from rnnlab.config import validate
+from rnnlab.errorlines import one_line_error
 from rnnlab.errors import ConfigError, DataError
 
 CLASSIFY = ("task=classify", "data=synthetic_text")

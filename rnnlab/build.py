@@ -120,9 +120,9 @@ def build_trainer(
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
     from lightning.pytorch.plugins.io import CheckpointIO
 
-    from rnnlab.checkpointing import AtomicCheckpointIO
     from rnnlab.runtime import rundir
     from rnnlab.runtime.callbacks import GracefulStop, RunRecord
+    from rnnlab.runtime.checkpointing import AtomicCheckpointIO
     from rnnlab.runtime.resume import data_fingerprint, run_record
 
     numpy_summary = False

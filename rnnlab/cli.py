@@ -157,7 +157,7 @@ def app_help(argv: list[str]) -> str | None:
 def _report_failed_jobs(interrupted: bool = False) -> bool:
     """After a sweep: print its failed and interrupted jobs (directory and one line each) to stderr; True if
     there were any. ``interrupted``: a signal stopped the sweep (the jobs not started are not listed)."""
-    from rnnlab.sweeps import finish_sweep, format_failures
+    from rnnlab.runtime.sweeps import finish_sweep, format_failures
 
     total, failed = finish_sweep()
     if failed:
@@ -183,7 +183,7 @@ def train_main() -> None:
     bug in its traceback; a sweep with failed jobs lists them and exits with status 1; a signal ends a run (or a
     sweep) with the signal contract's line and exit status 128 + the signal's number. HYDRA_FULL_ERROR=1 gives
     Hydra's own error output instead."""
-    from rnnlab.distributed import quiet_argv, started_by_lightning, wait_for_parent
+    from rnnlab.runtime.distributed import quiet_argv, started_by_lightning, wait_for_parent
 
     # ranks > 0 of torchrun/srun/DDP: no Hydra files of their own
     argv = quiet_argv(expand_home(sys.argv[1:]))
@@ -197,7 +197,7 @@ def train_main() -> None:
 
 
 def _main(argv: list[str]) -> None:
-    from rnnlab.distributed import launch_rank
+    from rnnlab.runtime.distributed import launch_rank
     from rnnlab.runtime.signals import RunInterrupted
 
     try:

@@ -19,8 +19,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from rnnlab.distributed import check_launcher, launch_devices, launch_nodes, run_stamp
 from rnnlab.errors import ConfigError
+from rnnlab.runtime.distributed import check_launcher, launch_devices, launch_nodes, run_stamp
 
 
 class _Choice(StrEnum):

@@ -1,7 +1,7 @@
 """The one line a user sees for an error: a bad override, a bad value, a missing or unreadable file, a full disk,
 a SLURM job that ended without a result. ``one_line_error`` returns None for anything else (a bug), which keeps
 its traceback. Used by the command line (rnnlab.cli) and by the sweep's record of its failed jobs
-(rnnlab.sweeps)."""
+(rnnlab.runtime.sweeps)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def one_line_error(ex: BaseException) -> str | None:
         where = f": {storage.filename}" if storage.filename else ""
         return f"cannot write the run's files: {storage.strerror or storage}{where}"
 
-    from rnnlab.launchers import submitit_error_line  # no srun; a job that SLURM killed (hydra/launcher=slurm_*)
+    from rnnlab.runtime.launchers import (
+        submitit_error_line,  # no srun; a job that SLURM killed (hydra/launcher=slurm_*)
+    )
 
     submitit_line = submitit_error_line(ex)
     if submitit_line is not None:

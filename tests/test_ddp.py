@@ -19,11 +19,11 @@ import pytest
 import torch
 import yaml
 
-from rnnlab import distributed
 from rnnlab.config import validate
 from rnnlab.data.datamodules import CharStreams
 from rnnlab.data.sampling import EpochSeededSampler, ShardedSampler
 from rnnlab.errors import ConfigError
+from rnnlab.runtime import distributed
 from rnnlab.tasks.seq2seq import BleuStats, corpus_bleu
 from rnnlab.tasks.tag import entity_counts, entity_scores, scores_from_counts
 

@@ -160,7 +160,7 @@ def test_failed_jobs_callback_records_a_crash_and_train_main_lists_the_failures(
 
     from rnnlab.runtime import rundir
     from rnnlab.runtime.rundir import DirectoryTaken
-    from rnnlab.sweeps import FailedJobs
+    from rnnlab.runtime.sweeps import FailedJobs
 
     sweep = tmp_path / "out" / "multiruns" / "stamp"
     callback = FailedJobs()

@@ -189,7 +189,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, backend):
 # ------------------------------------------------------------------------------------------ pieces
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     """A write that dies half-way leaves the previous checkpoint as it was, and no temporary file."""
-    from rnnlab import checkpointing
+    from rnnlab.runtime import checkpointing
 
     io = checkpointing.AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"
@@ -218,7 +218,7 @@ def _foreign_state(old_dir: Path, score: float = 0.75) -> dict:
 def test_resumed_ranking_keeps_the_best_score_in_a_copy_of_its_own(tmp_path):
     """Resuming into a new directory keeps the crashed run's best score (Lightning's own class drops it) and copies
     its ranked checkpoints into the new run: the new run depends on no other directory, and never changes one."""
-    from rnnlab.checkpointing import ResumingModelCheckpoint
+    from rnnlab.runtime.checkpointing import ResumingModelCheckpoint
 
     old_dir, new_dir = tmp_path / "old", tmp_path / "new"
     old_dir.mkdir()
@@ -240,7 +240,7 @@ def test_resumed_ranking_keeps_the_best_score_in_a_copy_of_its_own(tmp_path):
 def test_resumed_ranking_finds_a_moved_run_or_drops_what_is_gone(tmp_path, caplog):
     """The recorded paths point at a directory that was moved: the files are found next to the resumed checkpoint.
     When they are gone altogether the ranking goes on without them (and the test split uses the final weights)."""
-    from rnnlab.checkpointing import ResumingModelCheckpoint
+    from rnnlab.runtime.checkpointing import ResumingModelCheckpoint
 
     moved = tmp_path / "moved"
     moved.mkdir()

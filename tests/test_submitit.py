@@ -19,7 +19,7 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from rnnlab.cli import config_dir
-from rnnlab.launchers import uncompleted_line
+from rnnlab.runtime.launchers import uncompleted_line
 
 pytestmark = pytest.mark.cli
 

@@ -79,7 +79,7 @@ class GracefulStop(L.Callback):
             self.claim.trained = True  # the directory now holds a run's results: it is never given back
         signum = self.signals.signum
         if self.signals.distributed:  # every process learns that one of them was signalled, at the same step
-            from rnnlab.distributed import all_reduce_max
+            from rnnlab.runtime.distributed import all_reduce_max
 
             signum = int(all_reduce_max([float(signum or 0)], pl_module.device)[0]) or None
             if signum is not None and self.signals.signum is None:

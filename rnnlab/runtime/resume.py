@@ -222,7 +222,7 @@ def resume_command(cfg: DictConfig, checkpoint: str) -> str:
     """The command that resumes this run from ``checkpoint``: the run's own overrides plus ckpt_path."""
     import shlex
 
-    from rnnlab.distributed import command_line_overrides
+    from rnnlab.runtime.distributed import command_line_overrides
 
     dropped = ("ckpt_path=", "hydra.run.dir=", "paths.run_dir=")
     keep = [o for o in command_line_overrides() if not o.lstrip("+~").startswith(dropped)]

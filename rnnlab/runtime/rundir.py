@@ -55,7 +55,7 @@ OWNER_FILE = ".rnnlab-owner.json"
 
 class DirectoryTaken(ConfigError):
     """A run's (or a sweep job's) directory belongs to another run: the job writes nothing, not even its failure
-    (rnnlab.sweeps records it in the sweep's directory instead)."""
+    (rnnlab.runtime.sweeps records it in the sweep's directory instead)."""
 
 
 # what a run writes into its directory (besides the job log, <hydra.job.name>.log); a directory holding any of
@@ -322,8 +322,8 @@ def check_inside(path: str | os.PathLike[str] | None, key: str) -> None:
 def launched_worker() -> bool:
     """A process started by a DDP launcher (Lightning's subprocess launcher, torchrun, srun) other than the one
     that owns the run: rank 0 of the launch claims the directory that all its processes share
-    (rnnlab.distributed.run_stamp), and Lightning's launcher passes it to the processes it starts."""
-    from rnnlab.distributed import launch_rank
+    (rnnlab.runtime.distributed.run_stamp), and Lightning's launcher passes it to the processes it starts."""
+    from rnnlab.runtime.distributed import launch_rank
 
     if "LOCAL_RANK" in os.environ and os.environ.get("LOCAL_RANK") != "0":
         return True

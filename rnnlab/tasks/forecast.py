@@ -146,7 +146,7 @@ class ForecastTask(RegressTask):
         """Concatenated (pred, actual, last) of the split in original units, and its metrics; None when the split
         had no windows. In a multi-process run the windows of every process, in rank order (each evaluates one
         contiguous block of the split: the order of the split); every process calls this and gets the same."""
-        from rnnlab.distributed import gather_rows
+        from rnnlab.runtime.distributed import gather_rows
 
         outputs = self._outputs[stage]
         shapes = ((self.horizon, self.num_targets), (self.horizon, self.num_targets), (self.num_targets,))

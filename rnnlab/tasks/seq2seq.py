@@ -309,7 +309,7 @@ class Seq2SeqTask(RecurrentTask):
     def _log_split(self, stage: str) -> None:
         """The split's metrics from its sums (BLEU from its n-gram statistics), added over the processes of a
         multi-process run first; every process calls this, with or without batches of its own."""
-        from rnnlab.distributed import all_reduce_sum
+        from rnnlab.runtime.distributed import all_reduce_sum
 
         acc = self._eval.pop(stage, None) or {"nll": 0.0, "tokens": 0, "exact": 0, "n": 0, "bleu": BleuStats()}
         bleu = acc["bleu"]

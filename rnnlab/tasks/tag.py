@@ -158,7 +158,7 @@ class TagTask(RecurrentTask):
     def _log_split(self, stage: str) -> None:
         """The split's metrics from its sums, added over the processes of a multi-process run first (every process
         calls this, with or without batches of its own); the logged values are then the same in every process."""
-        from rnnlab.distributed import all_reduce_sum
+        from rnnlab.runtime.distributed import all_reduce_sum
 
         acc = self._eval.pop(stage, None) or {"nll": 0.0, "correct": 0, "count": 0, "true": [], "pred": []}
         local = [acc["nll"], acc["correct"], acc["count"], *entity_counts(acc["true"], acc["pred"])]

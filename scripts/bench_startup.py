@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(
             f"rnnlab-train --help: {total:.3f} s of its {help_median:.3f} s go to imports (python -X importtime, "
-            "one run);\nthe rest is the interpreter and Hydra composing the config and the help text."
+            "one run);\nthe rest is the interpreter starting and rendering the help template (conf/hydra/default.yaml)."
         )
         if args.top > 0:
             print(f"slowest top-level imports ({args.top} shown):")

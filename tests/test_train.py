@@ -166,7 +166,7 @@ def test_text_file_without_newlines(compose, tmp_path):
     path.write_text("the quick brown fox jumps over the lazy dog " * 60, encoding="utf-8")
     cfg = compose("data=text_file", f"data.path={path}", "data.seq_len=16", "model.hidden_size=8",
                   "task.sample_length=5", "trainer.fast_dev_run=true")  # fmt: skip
-    assert math.isfinite(train(cfg))
+    assert math.isfinite(train(cfg).value)
 
 
 def test_sample_prompt_outside_the_vocabulary_is_a_config_error(compose, recorder):
@@ -447,7 +447,7 @@ def test_progress_bar_off_with_default_callbacks(compose, recorder):
     cfg = compose("model=rnn", "model.hidden_size=4", *CLASSIFY, "trainer.fast_dev_run=true")
     cfg.callbacks.progress_bar = {"_target_": "lightning.pytorch.callbacks.TQDMProgressBar", "refresh_rate": 20}
     assert cfg.trainer.enable_progress_bar is False
-    assert math.isfinite(train(cfg))
+    assert math.isfinite(train(cfg).value)
     assert recorder.runs[0].trainer.progress_bar_callback is None
 
 

@@ -14,6 +14,8 @@ from rnnlab.cli import config_dir, one_line_error
 from rnnlab.config import validate
 from rnnlab.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.unit
+
 CLASSIFY = ("task=classify", "data=synthetic_text")
 
 

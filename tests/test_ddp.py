@@ -25,6 +25,8 @@ from rnnlab.tasks.seq2seq import BleuStats, corpus_bleu
 from rnnlab.tasks.tag import entity_counts, entity_scores, scores_from_counts
 from rnnlab.train import train
 
+pytestmark = pytest.mark.unit
+
 RNNLAB_TRAIN = Path(sys.executable).parent / "rnnlab-train"
 # float64, no dropout: one process with batches of 32 and two with 16 each compute the same gradients up to the
 # order of a few float64 additions (DDP averages the two half-batch means), so every metric agrees to ~1e-13
@@ -122,6 +124,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, compose_factory: Any) -> dict
     return {"single": single, "ddp": ddp, "single_dir": single_dir, "ddp_dir": ddp_dir, "tmp": tmp_path}
 
 
+@pytest.mark.compose
 def test_two_processes_match_one_process_with_the_same_global_batch(runs):
     single, ddp = runs["single"], runs["ddp"]
     assert (single["world_size"], ddp["world_size"]) == (1, 2)
@@ -136,6 +139,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
     assert ddp["optimized_value"] == pytest.approx(single["optimized_value"], rel=1e-12)
 
 
+@pytest.mark.compose
 def test_only_rank_zero_writes_and_the_files_are_those_of_one_process(runs):
     ddp_dir, audit = runs["ddp_dir"], runs["tmp"] / "ddp-audit"
     assert {"rank0.txt", "rank1.txt"} <= {p.name for p in audit.iterdir()}  # the probe ran in both processes
@@ -213,6 +217,7 @@ def test_numpy_backend_refuses_multi_process_and_gpu_settings(raw_compose, overr
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.compose
 def test_ddp_spawn_over_several_nodes_is_one_line(compose):
     cfg = compose(*TINY, *SPAWN2, "trainer.num_nodes=2")
     with pytest.raises(
@@ -343,6 +348,7 @@ def test_span_counts_and_bleu_statistics_add_up_over_processes():
     assert merged.score() > 0
 
 
+@pytest.mark.compose
 def test_gather_rows_and_all_reduce_sum_across_the_processes_of_a_run(runs):
     """Uneven rows (3 and 1; 0 and 2) come back in rank order in both processes, and sums of counts stay exact."""
     want = np.concatenate([np.arange(6.0).reshape(3, 2), np.asarray([[10.0, 11.0]])])

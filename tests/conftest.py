@@ -8,7 +8,8 @@ fast_dev_run or a few steps. ``cli``: the real command line (rnnlab-train, rnnla
 TensorBoard) in a subprocess. A module names its tier with ``pytestmark = pytest.mark.<tier>``; a test of another
 tier carries its own mark, which wins over the module's. A test without a tier, or with two at one level, is a
 collection error; a unit test that builds a Trainer, or a unit or compose test that starts an ``rnnlab-*``
-command, fails. ``bash scripts/test.sh -m unit``, ``-m "unit or compose"`` or ``-m cli`` runs some of them.
+command, fails. ``bash scripts/test.sh`` runs all tiers in parallel (pytest-xdist, a worker per core, a thread per
+worker); ``bash scripts/test.sh -m unit``, ``-m "unit or compose"`` or ``-m cli`` runs some of them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,22 @@
-"""Shared fixtures: an isolated environment (cache, outputs, cwd) and a ``compose`` helper for in-process runs."""
+"""Shared fixtures (an isolated environment: cache, outputs, cwd; a ``compose`` helper for in-process runs) and the
+test tiers.
+
+Tiers: every test belongs to exactly one, a pytest marker. ``unit``: no Lightning Trainer and no run of the command
+line: pure functions, NumPy-vs-torch parity, finite-difference gradient checks, configs composed with Hydra and
+checked by ``rnnlab.config.validate``. ``compose``: ``rnnlab.train.train`` in this process on a composed config,
+fast_dev_run or a few steps. ``cli``: the real command line (rnnlab-train, rnnlab-generate, the scripts,
+TensorBoard) in a subprocess. A module names its tier with ``pytestmark = pytest.mark.<tier>``; a test of another
+tier carries its own mark, which wins over the module's. A test without a tier, or with two at one level, is a
+collection error; a unit test that builds a Trainer, or a unit or compose test that starts an ``rnnlab-*``
+command, fails. ``bash scripts/test.sh`` runs all tiers in parallel (pytest-xdist, a worker per core, a thread per
+worker); ``bash scripts/test.sh -m unit``, ``-m "unit or compose"`` or ``-m cli`` runs some of them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +33,89 @@ import rnnlab.cli
 # Tiny models are fastest on one thread, and two OpenMP threads that spin-wait on a busy 2-core machine can make a
 # step a hundred times slower. The CLI tests pass the same setting to their subprocesses.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+TIERS = ("unit", "compose", "cli")
+
+
+# ------------------------------------------------------------------------------------------------ the tiers
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give each test exactly one tier, the closest (the test's own mark wins over its module's), and keep only that
+    one on it so that ``-m`` selects by it; a test without a tier or with two at one level stops the collection."""
+    tiers, errors = {}, []
+    for item in items:
+        for node in reversed(item.listchain()):  # the test itself first, then its class and module
+            found = {mark.name for mark in node.own_markers if mark.name in TIERS}
+            if found:
+                break
+        if len(found) != 1:
+            errors.append(f"{item.nodeid}: " + (f"two tiers ({', '.join(sorted(found))})" if found else "no tier"))
+        else:
+            tiers[item] = found.pop()
+    if errors:
+        raise pytest.UsageError(
+            f"every test needs exactly one tier mark ({', '.join(TIERS)}; see tests/conftest.py):\n  "
+            + "\n  ".join(errors)
+        )
+    for item, tier in tiers.items():
+        for node in item.listchain()[:-1]:  # a module's mark now lives on its tests
+            node.own_markers[:] = [mark for mark in node.own_markers if mark.name not in TIERS]
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(tier)
+
+
+_running: dict[str, str | None] = {"tier": None}
+
+
+def _no_command_line_outside_cli(event: str, args: tuple[Any, ...]) -> None:
+    """An audit hook: a unit or compose test that starts an ``rnnlab-*`` command fails (that makes it ``cli``)."""
+    if event != "subprocess.Popen" or _running["tier"] not in ("unit", "compose"):
+        return
+    executable, argv = args[0], args[1]
+    if isinstance(argv, str | bytes):  # a command line for the shell
+        argv = os.fsdecode(argv).split()
+    program = executable or next(iter(argv), "")
+    name = os.path.basename(os.fsdecode(program))
+    if name.startswith("rnnlab-"):
+        pytest.fail(f"a {_running['tier']} test runs {name} in a subprocess: mark it cli", pytrace=False)
+
+
+sys.addaudithook(_no_command_line_outside_cli)
+
+
+@contextlib.contextmanager
+def _tier_checks(item: pytest.Item) -> Iterator[None]:
+    tier = next((t for t in TIERS if item.get_closest_marker(t)), None)
+    _running["tier"] = tier
+    try:
+        pl = sys.modules.get("lightning.pytorch")  # not imported here (seconds): a whole run has it from collection
+        if tier != "unit" or pl is None:
+            yield
+            return
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            pytest.fail("a unit test builds a lightning Trainer: mark it compose", pytrace=False)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pl.Trainer, "__init__", refuse)
+            yield
+    finally:
+        _running["tier"] = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _tier_checks(item):  # module-scoped fixtures are built here: a unit test cannot lean on a trained run
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _tier_checks(item):
+        return (yield)
+
+
+# --------------------------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,6 +15,8 @@ from rnnlab.models.spec import NetSpec
 from rnnlab.tasks.classify import ClassifyTask
 from rnnlab.train import train
 
+pytestmark = pytest.mark.unit
+
 B, T = 4, 12
 
 
@@ -121,6 +123,7 @@ def test_pca_of_points_on_a_line():
     np.testing.assert_allclose(np.abs(points[:, 0]), np.abs(t[:, 0]) * np.sqrt(6), rtol=1e-10)
 
 
+@pytest.mark.compose
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_a_run_with_callbacks_analysis_writes_the_pictures(compose, tmp_path, backend):
     settings = ["task=classify", "data=synthetic_text", "data.num_samples=200", "data.batch_size=16", "model=lstm",

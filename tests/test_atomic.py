@@ -11,6 +11,8 @@ import pytest
 
 from rnnlab import atomic
 
+pytestmark = pytest.mark.unit
+
 
 class Boom(Exception):
     pass

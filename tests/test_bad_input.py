@@ -34,6 +34,8 @@ from rnnlab.generate import UsageError, generate, parse
 from rnnlab.runtime.rundir import check_new_dir, run_files_in, sweep_files_in
 from rnnlab.train import train
 
+pytestmark = pytest.mark.compose
+
 BIN = Path(sys.executable).parent
 CONF = Path(config_dir())
 TINY = ("model.hidden_size=4", "model.embed_dim=4", "trainer.max_steps=1", "trainer.limit_val_batches=1",
@@ -76,6 +78,7 @@ COMPOSE_ERRORS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("overrides", "fragments"), COMPOSE_ERRORS, ids=[" ".join(c[0]) for c in COMPOSE_ERRORS])
 def test_compose_errors_are_one_line(raw_compose, overrides, fragments):
     with pytest.raises(HydraException) as info:
@@ -165,6 +168,7 @@ VALIDATE_ERRORS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("overrides", "fragments"), VALIDATE_ERRORS, ids=[" ".join(c[0]) for c in VALIDATE_ERRORS])
 def test_validate_errors_are_one_line(raw_compose, overrides, fragments):
     cfg = raw_compose(*overrides)
@@ -175,6 +179,7 @@ def test_validate_errors_are_one_line(raw_compose, overrides, fragments):
     assert_names(line, fragments)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -198,6 +203,7 @@ def test_validate_accepts_the_edges(raw_compose, overrides):
     validate(raw_compose(*overrides))
 
 
+@pytest.mark.unit
 def test_every_task_refuses_every_other_kind_of_data():
     """Each data option with its own task validates; with any other task's node swapped in it is refused."""
     tasks = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
@@ -303,6 +309,7 @@ def test_stocks_ticker(compose):
     assert_names(line_of(info.value), ["data.ticker=XYZ", "AAPL, AMZN, GOOG, IBM, MSFT"])
 
 
+@pytest.mark.unit
 def test_csv_with_missing_values(tmp_path):
     """No data option reads a CSV the user names, but the packaged airline CSV goes through the same reader and
     check: a gap in the series is one line, not NaN losses."""
@@ -390,6 +397,7 @@ def test_not_a_checkpoint(compose, junk, monkeypatch, tmp_path, name, fragment):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.unit
 def test_checkpoint_file_check_needs_no_torch(junk):
     """The cheap checks (4 bytes read) catch most non-checkpoints before torch is imported."""
     for name in ("missing", "directory", "empty", "text", "random"):
@@ -510,6 +518,7 @@ def test_generate_refuses_a_checkpoint_of_another_task(lm_checkpoint, tmp_path):
 
 
 # --------------------------------------------------------------------------------- run directories
+@pytest.mark.unit
 def test_run_dir_guard_names_what_it_protects(tmp_path):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
@@ -626,6 +635,7 @@ def test_cli_never_writes_into_another_runs_directory(tmp_path, lm_checkpoint):
         assert snapshot(earlier) == before
 
 
+@pytest.mark.unit
 def test_run_dir_guard_callback_exits_with_one_line(tmp_path, monkeypatch, capsys):
     """Hydra turns a callback's exceptions into warnings, so the guard itself prints the line and exits 1."""
     from omegaconf import OmegaConf
@@ -735,6 +745,7 @@ def test_summary_json_is_valid_json_whatever_the_numbers(compose, tmp_path):
 
 
 # ------------------------------------------------------------------------------- smaller (issue 12, 9)
+@pytest.mark.unit
 def test_tilde_in_an_override_is_the_home_directory(monkeypatch, tmp_path):
     from rnnlab.cli import expand_home
 
@@ -750,6 +761,7 @@ def test_tilde_in_an_override_is_the_home_directory(monkeypatch, tmp_path):
     assert expand_home(["data.path=~/c.txt"]) == [f"data.path='{tmp_path}/with space/c.txt'"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("value", "expected"), [("~/runs", "{home}/runs"), ("~", "{home}"), ("", "outputs"),
                                                  ("  ", "outputs"), ("rel/out", "rel/out")])  # fmt: skip
 def test_output_dir_from_the_environment(raw_compose, monkeypatch, tmp_path, value, expected):
@@ -769,6 +781,7 @@ def test_the_report_names_only_what_the_run_wrote(compose, tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.unit
 def test_a_byte_order_mark_is_not_text(tmp_path):
     from rnnlab.data import corpus, token_cache
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, ValidationError
 
 from rnnlab.cli import config_dir
@@ -17,119 +15,20 @@ from rnnlab.config import validate
 from rnnlab.errorlines import one_line_error
 from rnnlab.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.unit
+
 CLASSIFY = ("task=classify", "data=synthetic_text")
 
 
 # ----------------------------------------------------------------------------------- every group option
 CONF = Path(config_dir())
-GROUPS = [
-    "model",
-    "task",
-    "data",
-    "optimizer",
-    "trainer",
-    "logger",
-    "callbacks",
-    "paths",
-    "experiment",
-    "debug",
-    "hparams_search",
-]
-OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
-
-
-def _flatten(node: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): node}
-
-
-def expected_leaves(group: str, option: str) -> dict[str, Any]:
-    """Every value an option's YAML file sets (dotted keys from the root), read with plain OmegaConf.load: the
-    file's own keys, those of the options its defaults list pulls in, the file's own winning (``_self_`` last)."""
-    path = CONF / group / f"{option}.yaml"
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
-    leaves: dict[str, Any] = {}
-    for entry in raw.pop("defaults", []):
-        if isinstance(entry, str) and entry != "_self_" and not entry.startswith("/"):
-            leaves.update(expected_leaves(group, entry))  # e.g. trainer/cpu.yaml extends trainer/default.yaml
-        elif isinstance(entry, dict):
-            for key, value in entry.items():
-                if key.startswith("override /") and (CONF / key.removeprefix("override /")).is_dir():
-                    # (not hydra/sweeper: optuna, which the plugin package provides)
-                    leaves.update(expected_leaves(key.removeprefix("override /"), value))
-    is_global = "@package _global_" in path.read_text()
-    leaves.update(_flatten(raw, "" if is_global else f"{group}.") if raw else {})
-    return leaves
-
-
-def composed_value(cfg: DictConfig, dotted: str) -> Any:
-    node: Any = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
-    parts = dotted.split(".")
-    while parts:
-        # the longest key that matches first: a key can hold dots, as hydra.sweeper.params["model.num_layers"]
-        # next to hydra.sweeper.params["model"]
-        for n in range(len(parts), 0, -1):
-            if ".".join(parts[:n]) in node:
-                node = node[".".join(parts[:n])]
-                del parts[:n]
-                break
-        else:
-            raise KeyError(dotted)
-    return node
-
-
-def test_every_group_has_its_options():
-    assert {g: sorted(o for gg, o in OPTIONS if gg == g) for g in GROUPS} == {
-        "model": ["gru", "lstm", "rnn"],
-        "task": ["classify", "forecast", "language_model", "regress", "seq2seq", "tag"],
-        "data": [
-            "adding",
-            "airline",
-            "cmudict",
-            "copy",
-            "dates",
-            "imdb",
-            "ner_synth",
-            "rt_sentences",
-            "shakespeare",
-            "stocks",
-            "synthetic_text",
-            "text_file",
-            "weather",
-        ],
-        "optimizer": ["adagrad", "adam", "sgd"],
-        "trainer": ["cpu", "ddp", "default", "gpu"],
-        "logger": ["csv", "default", "tensorboard"],
-        "callbacks": ["analysis", "default", "none"],
-        "paths": ["default"],
-        "experiment": [
-            "char_lm_small",
-            "classify_synthetic",
-            "study_controlled",
-            "study_original",
-            "vanishing_gradient",
-            "vanishing_gradient_copy",
-        ],
-        "debug": ["fast_dev_run", "limit", "overfit"],
-        "hparams_search": ["char_lm_optuna", "classify_optuna"],
-    }
+OPTIONS = [(path.parent.name, path.stem) for path in sorted(CONF.glob("*/*.yaml")) if path.parent.name != "hydra"]
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_lands(raw_compose, group, option):
-    """Selecting group=option puts every value of conf/<group>/<option>.yaml into the composed config."""
-    cfg = raw_compose(f"{group}={option}")
-    expected = expected_leaves(group, option)
-    if group not in ("callbacks",):
-        assert expected, f"conf/{group}/{option}.yaml sets nothing?"
-    for key, value in expected.items():
-        assert composed_value(cfg, key) == value, key
-    if group in ("logger", "callbacks"):  # the group holds exactly the file's entries
-        assert set(cfg[group] or {}) == {k.split(".")[1] for k in expected}
+def test_every_option_composes(raw_compose, group, option):
+    """Every file in conf/<group>/ composes against the schema: a misspelt key or a mistyped value in it fails here."""
+    raw_compose(f"{group}={option}")
 
 
 @pytest.mark.parametrize(
@@ -194,10 +93,6 @@ def test_text_file_requires_a_path(raw_compose):
 def test_experiment_then_overrides(raw_compose):
     cfg = raw_compose("experiment=classify_synthetic", "model.hidden_size=7", "model=gru")
     assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.embed_dim) == ("gru", 7, 0)
-
-
-def test_later_override_of_a_key_wins(raw_compose):
-    assert raw_compose("trainer.max_epochs=20", "trainer.max_epochs=1").trainer.max_epochs == 1
 
 
 def test_interpolations_follow_task_and_run_dir(compose, tmp_path):

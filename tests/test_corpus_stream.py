@@ -19,6 +19,8 @@ from rnnlab.data.token_cache import TokenSlice
 from rnnlab.data.vocab import CharVocab
 from rnnlab.errors import DataError
 
+pytestmark = pytest.mark.unit
+
 # 1-, 2-, 3- and 4-byte UTF-8 characters, so that small chunks cut characters at every possible byte
 TEXT = "To be, or not to be\u2014that is the question:\n\u00c6sop's na\u00efve \U0001f600 fable, \u4e00\u4e8c.\n"
 

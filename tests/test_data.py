@@ -18,6 +18,8 @@ from rnnlab.data.sampling import EpochSeededSampler
 from rnnlab.data.vocab import CharVocab
 from rnnlab.errors import DataError
 
+pytestmark = pytest.mark.unit
+
 ALPHABET = "abcdefgh"
 
 

@@ -29,6 +29,8 @@ from rnnlab.tasks.tag import entity_counts, entity_scores, scores_from_counts
 
 BIN = Path(sys.executable).parent
 RNNLAB_TRAIN = BIN / "rnnlab-train"
+
+pytestmark = pytest.mark.unit
 # float64, no dropout: one process with batches of 32 and two with 16 each compute the same gradients up to the
 # order of a few float64 additions (DDP averages the two half-batch means), so every metric agrees to ~1e-13
 TINY = ("task=classify", "data=synthetic_text", "data.num_samples=400", "data.min_len=5", "data.max_len=12",
@@ -128,6 +130,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "tmp": tmp_path, "result": ddp["result"]}  # fmt: skip
 
 
+@pytest.mark.cli
 def test_two_processes_match_one_process_with_the_same_global_batch(runs):
     single, ddp = runs["single"], runs["ddp"]
     assert (single["world_size"], ddp["world_size"]) == (1, 2)
@@ -142,6 +145,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
     assert ddp["optimized_value"] == pytest.approx(single["optimized_value"], rel=1e-12)
 
 
+@pytest.mark.cli
 def test_only_rank_zero_writes_and_the_files_are_those_of_one_process(runs):
     ddp_dir, audit = runs["ddp_dir"], runs["tmp"] / "ddp-audit"
     assert {"rank0.txt", "rank1.txt"} <= {p.name for p in audit.iterdir()}  # the probe ran in both processes
@@ -414,6 +418,7 @@ def test_span_counts_and_bleu_statistics_add_up_over_processes():
     assert merged.score() > 0
 
 
+@pytest.mark.cli
 def test_gather_rows_and_all_reduce_sum_across_the_processes_of_a_run(runs):
     """Uneven rows (3 and 1; 0 and 2) come back in rank order in both processes, and sums of counts stay exact."""
     want = np.concatenate([np.arange(6.0).reshape(3, 2), np.asarray([[10.0, 11.0]])])

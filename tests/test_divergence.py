@@ -21,6 +21,8 @@ from rnnlab.errors import DivergenceError, RnnlabError
 from rnnlab.tasks.classify import ClassifyTask
 from rnnlab.train import train
 
+pytestmark = pytest.mark.compose
+
 RNNLAB_TRAIN = Path(sys.executable).parent / "rnnlab-train"
 BAD_STEP = 3  # the injected NaN/Inf appears at this global step, after the validation at step 2
 # a tiny classifier: 144 training samples (9 batches an epoch), a validation (and checkpoints) every 2 steps
@@ -154,6 +156,7 @@ def test_guard_message_without_a_checkpoint_names_the_run_directory(compose, mon
 
 
 # ------------------------------------------------------------------------------------- sweep bookkeeping
+@pytest.mark.unit
 def test_failed_jobs_callback_records_a_crash_and_train_main_lists_the_failures(tmp_path, monkeypatch, capsys):
     """The path of a sweeper that does not raise (Optuna with max_failure_rate): train_main lists and exits 1."""
     from hydra.core.utils import JobReturn, JobStatus

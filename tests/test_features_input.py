@@ -12,6 +12,8 @@ from rnnlab.models.numpy.net import NumpyRecurrentNet
 from rnnlab.models.spec import NetSpec
 from rnnlab.models.torch.recurrent import TorchRecurrentNet
 
+pytestmark = pytest.mark.unit
+
 B, T, F, H = 3, 6, 2, 5
 
 

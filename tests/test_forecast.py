@@ -28,6 +28,8 @@ from rnnlab.errors import ConfigError, DataError
 from rnnlab.tasks.forecast import ForecastTask, backtest, forecast_metrics, next_period_returns
 from rnnlab.train import train
 
+pytestmark = pytest.mark.unit
+
 AIRLINE = ("task=forecast", "data=airline", "model.hidden_size=8", "logger=csv")
 SMALL = {
     "weather": ("data=weather", "data.window=10", "data.horizon=3"),
@@ -193,6 +195,7 @@ def test_backtest_arithmetic():
 
 
 # ---------------------------------------------------------------------------------------------- training
+@pytest.mark.compose
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 @pytest.mark.parametrize("data", sorted(SMALL))
 def test_fast_dev_run(compose, recorder, data, backend):
@@ -205,6 +208,7 @@ def test_fast_dev_run(compose, recorder, data, backend):
     assert ("test/backtest_return" in metrics) == ("test/buy_hold_return" in metrics) == (data == "stocks")
 
 
+@pytest.mark.compose
 def test_training_parity_on_airline(compose, tmp_path, monkeypatch):
     common = (*AIRLINE, "model=gru", "model.num_layers=2", "data.features=[passengers,month_sin,month_cos]",
               "optimizer=adam", "optimizer.lr=0.01", "trainer.precision=64", "trainer.max_steps=22",
@@ -217,6 +221,7 @@ def test_training_parity_on_airline(compose, tmp_path, monkeypatch):
     assert losses["torch"][-1] < losses["torch"][0]
 
 
+@pytest.mark.compose
 def test_metrics_are_in_original_units_and_the_checkpoint_keeps_the_statistics(compose, recorder, tmp_path):
     train(compose(*AIRLINE, "model.backend=numpy", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
                   run_dir=tmp_path))  # fmt: skip
@@ -250,6 +255,7 @@ def test_metrics_are_in_original_units_and_the_checkpoint_keeps_the_statistics(c
     assert run.test_metrics["test/rmse"] == pytest.approx(expected["rmse"], rel=1e-6)
 
 
+@pytest.mark.compose
 def test_stocks_buy_and_hold_from_the_prices(compose, recorder):
     train(compose("task=forecast", "data=stocks", "data.ticker=MSFT", "model.hidden_size=6", "trainer.max_epochs=1"))
     metrics = recorder.runs[-1].test_metrics
@@ -329,6 +335,7 @@ def test_log_target_models_the_logarithm_and_refuses_non_positive_values():
         module(0.0).setup("fit")  # u = 0 on the first day
 
 
+@pytest.mark.compose
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_a_residual_forecast_with_a_zero_head_is_persistence_in_original_units(compose, recorder, backend):
     """y_hat = z_last + W h + b: with W = 0 and b = 0 every forecast is the last observed month, so once the

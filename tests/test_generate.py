@@ -97,6 +97,7 @@ def test_help_does_not_import_torch():
     assert result.stdout.strip().endswith("@@ []")
 
 
+@pytest.mark.unit
 def test_parse_types_and_checks():
     values = parse(["ckpt_path=a.ckpt", 'prompt="ROMEO:"', "length=5", "top_k=null", "temperature=1.5"])
     assert values == {"ckpt_path": "a.ckpt", "prompt": "ROMEO:", "length": 5, "temperature": 1.5, "top_k": None,

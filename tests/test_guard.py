@@ -44,6 +44,8 @@ import pytest
 from rnnlab.config import validate
 from rnnlab.errors import ConfigError
 
+pytestmark = pytest.mark.compose
+
 REFERENCE = Path(__file__).parent / "data" / "guard_reference.json"
 REGEN = os.environ.get("RNNLAB_GUARD_REGEN", "") not in ("", "0")
 REPIN = "RNNLAB_GUARD_REGEN=1 python -m pytest tests/test_guard.py -k '{key}'"

@@ -14,6 +14,8 @@ from rnnlab.models.init import init_parameters
 from rnnlab.models.spec import NetSpec
 from rnnlab.models.torch.recurrent import TorchRecurrentNet
 
+pytestmark = pytest.mark.unit
+
 TORCH_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 LAYOUTS = list(itertools.product(["rnn", "lstm", "gru"], [1, 2, 3], [False, True]))
 

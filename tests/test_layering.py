@@ -9,7 +9,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import rnnlab
+
+pytestmark = pytest.mark.unit
 
 PACKAGE = Path(rnnlab.__file__).resolve().parent
 

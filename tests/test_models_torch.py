@@ -9,6 +9,8 @@ from torch.nn import functional as F
 from rnnlab.models.spec import NetSpec
 from rnnlab.models.torch.recurrent import TorchRecurrentNet
 
+pytestmark = pytest.mark.unit
+
 PAD = 0
 LENGTHS = [7, 3, 5, 1, 7, 2]
 

@@ -21,6 +21,8 @@ from rnnlab.models.numpy.net import NumpyRecurrentNet
 from rnnlab.models.spec import NetSpec
 from rnnlab.models.torch.recurrent import TorchRecurrentNet
 
+pytestmark = pytest.mark.unit
+
 TOL = 1e-10
 B, T, IN, H = 3, 5, 3, 4  # batch, steps, input features, hidden units
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]

@@ -31,6 +31,8 @@ from rnnlab.models.numpy.optim import (
 )
 from rnnlab.tasks.base import build_optimizer as build_torch_optimizer
 
+pytestmark = pytest.mark.unit
+
 SHAPES = {"weight_ih": (17, 13), "bias": (37,), "embedding": (4, 3, 9)}  # odd sizes: SIMD bodies and tails
 STEPS = 25
 RTOL = {np.float64: 1e-12, np.float32: 1e-6}

@@ -12,6 +12,8 @@ import torch
 from rnnlab.tasks.language_model import LanguageModelTask
 from rnnlab.train import train
 
+pytestmark = pytest.mark.compose
+
 CLASSIFY = ("task=classify", "data=synthetic_text", "data.num_samples=600", "data.batch_size=16",
             "data.min_len=4", "data.max_len=12")  # fmt: skip
 LANGUAGE_MODEL = ("task=language_model", "data=shakespeare", "data.seq_len=12", "data.batch_size=8",

@@ -19,6 +19,8 @@ from rnnlab.errors import ConfigError
 from rnnlab.runtime import rundir
 from rnnlab.train import train
 
+pytestmark = pytest.mark.unit
+
 BIN = Path(sys.executable).parent
 TINY = ("task=classify", "data=synthetic_text", "data.num_samples=200", "data.batch_size=16", "model=gru",
         "model.hidden_size=8", "model.embed_dim=8", "trainer.max_steps=4", "trainer.val_check_interval=2",
@@ -139,6 +141,7 @@ def test_a_requeued_slurm_job_takes_back_its_own_claim(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------- train() and its paths
+@pytest.mark.compose
 def test_paths_run_dir_of_an_earlier_run_is_refused(compose, tmp_path):
     earlier = tmp_path / "earlier"
     train(compose(*TINY, run_dir=earlier))
@@ -148,6 +151,7 @@ def test_paths_run_dir_of_an_earlier_run_is_refused(compose, tmp_path):
     assert snapshot(earlier) == before
 
 
+@pytest.mark.compose
 @pytest.mark.parametrize(
     ("override", "key"),
     [
@@ -166,6 +170,7 @@ def test_every_path_a_run_writes_lies_inside_its_directory(compose, tmp_path, ov
     assert not (tmp_path / "mine").exists()  # refused before training: the directory was given back
 
 
+@pytest.mark.compose
 def test_a_run_that_fails_before_training_gives_its_directory_back(compose, tmp_path, monkeypatch):
     import rnnlab.train as train_module
 

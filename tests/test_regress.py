@@ -12,6 +12,8 @@ from rnnlab.data.sequences import AddingDataModule, adding_problem
 from rnnlab.errors import ConfigError
 from rnnlab.train import train
 
+pytestmark = pytest.mark.unit
+
 ADDING = ("task=regress", "data=adding", "data.length=12", "data.num_train=256", "data.num_val=64",
           "data.num_test=64", "data.batch_size=32", "model.hidden_size=8", "logger=csv")  # fmt: skip
 
@@ -51,6 +53,7 @@ def test_data_module_is_seeded_by_its_own_generator_seed():
     assert a.baseline_mse["val"] == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.compose
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_adding_trains_on_both_backends(compose, tmp_path, cell, backend):
@@ -66,6 +69,7 @@ def test_adding_trains_on_both_backends(compose, tmp_path, cell, backend):
     assert 0.08 < val["val/mse_baseline"] < 0.3  # about 1/6 on 64 sequences
 
 
+@pytest.mark.compose
 def test_training_parity_on_adding(compose, tmp_path, monkeypatch):
     common = (*ADDING, "model=gru", "model.num_layers=2", "optimizer=adam", "optimizer.lr=0.01",
               "trainer.precision=64", "trainer.max_steps=24", "trainer.max_epochs=null",

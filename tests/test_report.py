@@ -18,6 +18,8 @@ from rnnlab.report import collect_runs, pair_runs, write_report
 from rnnlab.report.cli import main
 from rnnlab.report.collect import MARKER, metric_mode, read_curves
 
+pytestmark = pytest.mark.compose
+
 OVERRIDES = ("task=classify", "data=synthetic_text", "data.num_samples=300", "data.batch_size=16", "model=gru",
              "model.hidden_size=8", "model.embed_dim=8", "trainer.max_steps=6", "trainer.limit_train_batches=3",
              "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1",
@@ -233,6 +235,7 @@ def test_summary_values_win_over_csv(sweep: Path, tmp_path: Path) -> None:
     assert (row["val/loss_final"], row["test/acc"], row["last_step"]) == (0.5, 0.9, 6)
 
 
+@pytest.mark.unit
 def test_metric_modes() -> None:
     assert [metric_mode(t) for t in ("val/loss", "val/bpc", "val/mse_baseline", "val/mae")] == ["min"] * 4
     assert [metric_mode(t) for t in ("val/acc", "val/entity_f1", "val/exact_match", "val/auroc")] == ["max"] * 4

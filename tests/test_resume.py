@@ -20,6 +20,8 @@ import torch
 from rnnlab.tasks.base import RecurrentTask
 from rnnlab.train import train
 
+pytestmark = pytest.mark.compose
+
 # 2 epochs of 5 batches; 2-layer GRU with dropout (the RNG matters), Adam (its moments matter), float64
 RUN = ("task=classify", "data=synthetic_text", "data.num_samples=600", "data.batch_size=32", "model=gru",
        "model.hidden_size=8", "model.num_layers=2", "model.dropout=0.3", "optimizer=adam", "trainer.precision=64",
@@ -187,6 +189,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, backend):
 
 
 # ------------------------------------------------------------------------------------------ pieces
+@pytest.mark.unit
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     """A write that dies half-way leaves the previous checkpoint as it was, and no temporary file."""
     from rnnlab.runtime import checkpointing
@@ -215,6 +218,7 @@ def _foreign_state(old_dir: Path, score: float = 0.75) -> dict:
             "last_model_path": str(old_dir / "last.ckpt")}  # fmt: skip
 
 
+@pytest.mark.unit
 def test_resumed_ranking_keeps_the_best_score_in_a_copy_of_its_own(tmp_path):
     """Resuming into a new directory keeps the crashed run's best score (Lightning's own class drops it) and copies
     its ranked checkpoints into the new run: the new run depends on no other directory, and never changes one."""
@@ -237,6 +241,7 @@ def test_resumed_ranking_keeps_the_best_score_in_a_copy_of_its_own(tmp_path):
     assert copy.read_bytes() == b"x"
 
 
+@pytest.mark.unit
 def test_resumed_ranking_finds_a_moved_run_or_drops_what_is_gone(tmp_path, caplog):
     """The recorded paths point at a directory that was moved: the files are found next to the resumed checkpoint.
     When they are gone altogether the ranking goes on without them (and the test split uses the final weights)."""
@@ -261,6 +266,7 @@ def test_resumed_ranking_finds_a_moved_run_or_drops_what_is_gone(tmp_path, caplo
     assert "is gone (moved or deleted)" in caplog.text
 
 
+@pytest.mark.unit
 def test_mid_epoch_state_needs_the_same_batch_size_and_process_count():
     """A checkpoint from inside an epoch continues only with the batching it was cut from; one from an epoch
     boundary with any."""

@@ -26,6 +26,8 @@ from rnnlab.generate import UsageError, generate, parse
 from rnnlab.runtime import rundir
 from rnnlab.train import train
 
+pytestmark = pytest.mark.compose
+
 BIN = Path(sys.executable).parent
 # 9 training batches an epoch, a validation every 2 steps; float64
 TINY = ("task=classify", "data=synthetic_text", "data.num_samples=200", "data.batch_size=16", "model=gru",

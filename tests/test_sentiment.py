@@ -21,6 +21,8 @@ from rnnlab.models.init import init_parameters
 from rnnlab.tasks.classify import ClassifyTask, plot_confusion
 from rnnlab.train import train
 
+pytestmark = pytest.mark.unit
+
 RT = ("task=classify", "data=rt_sentences", "data.limit_samples=400", "data.batch_size=16", "model.hidden_size=8",
       "model.embed_dim=6", "logger=csv")  # fmt: skip
 
@@ -58,6 +60,7 @@ def test_the_package_files():
     assert set(np.unique(labels)) == set(np.unique(rt_labels)) == {0, 1}
 
 
+@pytest.mark.compose
 def test_missing_package_is_one_line_naming_it(compose, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -254,6 +257,7 @@ def test_confusion_matrix_figure_shows_counts_and_class_names():
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
 
 
+@pytest.mark.compose
 @pytest.mark.filterwarnings("ignore:The state dict in:UserWarning")  # a NumPy checkpoint has no torch parameters
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_logged_auroc_and_confusion_png_of_a_run(compose, recorder, tmp_path, backend):
@@ -283,6 +287,7 @@ def test_logged_auroc_and_confusion_png_of_a_run(compose, recorder, tmp_path, ba
     assert png.stat().st_size > 1000
 
 
+@pytest.mark.compose
 @pytest.mark.parametrize("data", ["imdb", "rt_sentences"])
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_fast_dev_run(compose, recorder, data, backend):
@@ -296,6 +301,7 @@ def test_fast_dev_run(compose, recorder, data, backend):
     assert 0.0 <= recorder.runs[0].test_metrics["test/auroc"] <= 1.0
 
 
+@pytest.mark.compose
 def test_training_parity_on_rt_sentences(compose, tmp_path, monkeypatch):
     common = (*RT, "model=lstm", "model.bidirectional=true", "trainer.precision=64", "trainer.max_steps=20",
               "trainer.max_epochs=null", "trainer.gradient_clip_val=1.0", "seed=2")  # fmt: skip

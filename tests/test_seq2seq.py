@@ -28,6 +28,8 @@ from rnnlab.models.torch.seq2seq import TorchSeq2Seq
 from rnnlab.tasks.seq2seq import BleuStats, corpus_bleu
 from rnnlab.train import train
 
+pytestmark = pytest.mark.unit
+
 B, S, H, F_, A = 3, 5, 4, 6, 4  # batch, source length, query size, value size, attention size
 MASK = np.array([[True] * 5, [True, True, False, False, False], [True, True, True, True, False]])
 
@@ -536,6 +538,7 @@ def test_config_checks(raw_compose):
         validate(raw_compose("task=seq2seq", "data=synthetic_text"))
 
 
+@pytest.mark.compose
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 @pytest.mark.parametrize("data", ["dates", "cmudict"])
 def test_fast_dev_run(compose, backend, data):
@@ -561,6 +564,7 @@ class StepLosses(L.Callback):
         self.losses.append(float(loss.detach().double()))
 
 
+@pytest.mark.compose
 def test_training_parity_float64(compose, tmp_path, monkeypatch):
     """Same config on both backends, float64, dropout 0, teacher forcing 0.5 (drawn choices, argmax feedback),
     22 steps of Adam with clipping: per-step losses equal to 1e-8 relative, and the validation metrics agree."""
@@ -584,6 +588,7 @@ def test_training_parity_float64(compose, tmp_path, monkeypatch):
         np.testing.assert_allclose(task_n.net.params[name], p.detach().numpy(), rtol=1e-7, atol=1e-9, err_msg=name)
 
 
+@pytest.mark.compose
 def test_checkpoint_round_trip_and_attention_heatmap(compose, tmp_path):
     """A NumPy seq2seq checkpoint reloads into the same network (the task rebuilds it from its hyperparameters),
     and a validation draws the attention heatmap."""

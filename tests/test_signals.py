@@ -23,6 +23,8 @@ from rnnlab.runtime import rundir
 from rnnlab.runtime.signals import RunInterrupted
 from rnnlab.train import train
 
+pytestmark = pytest.mark.compose
+
 BIN = Path(sys.executable).parent
 BATCHES = 12  # training batches an epoch
 RUN = ["task=classify", "data=synthetic_text", "data.num_samples=600", "data.batch_size=32", "model=gru",

@@ -96,6 +96,7 @@ def test_a_failing_job_says_why_in_its_log_and_the_sweep_fails(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- SLURM presets composed
+@pytest.mark.unit
 def test_slurm_cpu_preset_composes_to_the_submitit_slurm_launcher(raw_compose, monkeypatch):
     monkeypatch.setenv("RNNLAB_SLURM_PARTITION", "short")
     monkeypatch.setenv("RNNLAB_SLURM_ACCOUNT", "lab42")
@@ -115,6 +116,7 @@ def test_slurm_cpu_preset_composes_to_the_submitit_slurm_launcher(raw_compose, m
     assert cfg.hydra.launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"
 
 
+@pytest.mark.unit
 def test_slurm_gpu_preset_follows_the_trainer(raw_compose, monkeypatch):
     monkeypatch.setenv("RNNLAB_SLURM_PARTITION", "gpu")
     launcher = raw_compose("hydra/launcher=slurm_gpu", "trainer=gpu").hydra.launcher
@@ -145,6 +147,7 @@ def test_slurm_preset_without_srun_is_one_line(tmp_path):
     assert not list((tmp_path / "out").rglob(".hydra"))  # no job ran
 
 
+@pytest.mark.unit
 def test_uncompleted_job_messages_become_one_line():
     job = "/s/.submitit/4200_1/4200_1_0"
     killed = (f"Job 4200_1 (task: 0) with path {job}_result.pkl\nhas not produced any output (state: OUT_OF_MEMORY)\n"

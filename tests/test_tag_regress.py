@@ -35,6 +35,8 @@ from rnnlab.models.init import init_parameters
 from rnnlab.tasks.tag import TagTask, entity_scores, spans
 from rnnlab.train import train
 
+pytestmark = pytest.mark.unit
+
 NER = ("task=tag", "data=ner_synth", "data.num_train=120", "data.num_val=24", "data.num_test=24",
        "data.batch_size=12", "model.hidden_size=6", "model.embed_dim=5", "logger=csv")  # fmt: skip
 COPY = ("task=tag", "data=copy", "data.length=6", "data.copy_length=3", "data.num_symbols=4", "data.num_train=64",
@@ -351,6 +353,7 @@ def test_the_data_builders_check_their_values_too():
 
 
 # ------------------------------------------------------------------------------------------------ real runs
+@pytest.mark.compose
 @pytest.mark.parametrize("data", ["ner_synth", "copy", "adding"])
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_fast_dev_run(compose, data, backend):
@@ -361,6 +364,7 @@ def test_fast_dev_run(compose, data, backend):
         assert 0.0 <= value <= 1.0  # val/entity_f1 or val/acc
 
 
+@pytest.mark.compose
 def test_logged_ner_metrics_equal_the_spans_of_the_predictions(compose, tmp_path, monkeypatch):
     overrides = (*NER, "model.backend=numpy", "trainer.max_steps=3", "trainer.max_epochs=null",
                  "trainer.val_check_interval=3", "run_test=false")  # fmt: skip
@@ -386,6 +390,7 @@ def test_logged_ner_metrics_equal_the_spans_of_the_predictions(compose, tmp_path
     assert logged["val/entity_f1"].iloc[0] == pytest.approx(entity_scores(true, pred)[2], abs=1e-6)
 
 
+@pytest.mark.compose
 @pytest.mark.parametrize(
     ("data", "model"),
     [("ner_synth", ("model=gru", "model.num_layers=2")),  # bidirectional (the task's default), variable lengths

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import compose_raw
+
+pytestmark = pytest.mark.unit
 
 
 def test_tag_is_bidirectional_unless_the_user_says_otherwise():

@@ -25,6 +25,8 @@ from rnnlab.generate import main as generate_main
 from rnnlab.tasks.language_model import LanguageModelTask, next_char_probs, next_char_probs_figure
 from rnnlab.train import train
 
+pytestmark = pytest.mark.compose
+
 GENERATE = Path(sys.executable).parent / "rnnlab-generate"
 TBPTT = ("task=language_model", "data=shakespeare", "data.tbptt=true", "data.seq_len=10", "data.batch_size=4",
          "model.hidden_size=8", "model.embed_dim=5", "logger=csv", "trainer.limit_val_batches=3",
@@ -62,6 +64,7 @@ def run(compose, overrides: tuple[str, ...], run_dir: Path, monkeypatch) -> tupl
 
 
 # ------------------------------------------------------------------------------------------- stream layout
+@pytest.mark.unit
 def test_stream_windows_by_hand():
     """23 tokens, 3 streams of m = 22 // 3 = 7 inputs, windows of 2: 3 batches; row b of batch i+1 continues
     row b of batch i, targets are the next tokens."""
@@ -77,6 +80,7 @@ def test_stream_windows_by_hand():
         ds[3]
 
 
+@pytest.mark.unit
 def test_datamodule_streams_continue_in_order(tmp_path):
     text = "".join(chr(ord("a") + (i * 7) % 26) for i in range(400))
     path = tmp_path / "tiny.txt"
@@ -107,6 +111,7 @@ def test_datamodule_streams_continue_in_order(tmp_path):
     assert not isinstance(plain.train_dataloader(), StreamLoader)
 
 
+@pytest.mark.unit
 def test_split_too_short_for_the_streams(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("abcdefghij" * 20)  # val and test: 20 characters
@@ -116,6 +121,7 @@ def test_split_too_short_for_the_streams(tmp_path):
         dm.setup("fit")
 
 
+@pytest.mark.unit
 def test_tbptt_is_a_data_option(raw_compose):
     assert raw_compose("data=shakespeare").data.tbptt is False
     assert raw_compose("data=text_file", "data.path=x.txt", "data.tbptt=true").data.tbptt is True
@@ -265,6 +271,7 @@ def test_numpy_resume_is_exact(compose, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ next-char picture
+@pytest.mark.unit
 def test_next_char_probs_by_hand():
     logits = np.array([1.0, 3.0, 2.0, -1.0])
     p = next_char_probs(logits, temperature=0.5, top_k=None)
@@ -298,6 +305,7 @@ def test_picture_is_written_after_each_validation(parity_runs):
         assert task.last_probs_figure == pngs[-1]
 
 
+@pytest.mark.unit
 def test_picture_rows_and_marks():
     itos = ["\n", " ", "$", "a", "b", "c"]
     probs = np.array([[0.05, 0.05, 0.0, 0.7, 0.1, 0.1], [0.0, 0.6, 0.0, 0.1, 0.2, 0.1]])
@@ -352,6 +360,7 @@ def test_generate_seed_temperature_and_top_k(parity_runs, capsys):
     assert hot != cold
 
 
+@pytest.mark.cli
 def test_generate_errors_are_one_line(parity_runs, capsys, compose, tmp_path):
     ckpt = parity_runs["torch"][2] / "checkpoints" / "last.ckpt"
     junk = tmp_path / "junk.ckpt"

@@ -19,6 +19,8 @@ import torch
 
 from rnnlab.train import train
 
+pytestmark = pytest.mark.compose
+
 TENSORBOARD = Path(sys.executable).parent / "tensorboard"
 # 300 samples: 4 training batches an epoch, so the fit validates once, after step 4
 TINY = ["task=classify", "data=synthetic_text", "data.num_samples=300", "model.hidden_size=8", "model.embed_dim=8",
@@ -91,6 +93,7 @@ def test_summary_json(runs, backend):
     assert summary["num_params"] == expected > 0
 
 
+@pytest.mark.unit
 def test_summary_step_statistics_skip_warm_up():
     from rnnlab.summary import step_statistics
 
@@ -170,6 +173,7 @@ HPARAM_NAMES = {"seed", "model/cell", "model/backend", "model/hidden_size", "mod
 METRIC_TAGS = {"hparams/val_loss", "hparams/val_acc", "hparams/test_acc", "hparams/test_loss"}
 
 
+@pytest.mark.cli
 def test_tensorboard_serves_scalars_and_hparams(tensorboard_url):
     url, server, log = tensorboard_url
     deadline = time.monotonic() + 60

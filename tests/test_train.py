@@ -20,6 +20,8 @@ from rnnlab.models.init import init_parameters
 from rnnlab.train import build_task as _UNPATCHED_BUILD_TASK
 from rnnlab.train import train
 
+pytestmark = pytest.mark.compose
+
 LN2 = math.log(2.0)
 CLASSIFY = ("task=classify", "data=synthetic_text", "data.num_samples=400", "data.batch_size=32")
 LANGUAGE_MODEL = ("task=language_model", "data=shakespeare", "data.seq_len=20", "data.batch_size=16",

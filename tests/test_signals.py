@@ -231,7 +231,8 @@ def test_sigterm_to_a_ddp_run_stops_every_process_at_one_step(tmp_path):
 
 
 # A signal at a chosen moment, in-process: inside a training step (mid-epoch, or the epoch's last step, before its
-# validation), or inside a validation; each stop resumes to the uninterrupted run's outcome, bit for bit.
+# validation), between two steps (after the step's end was checked: the run stops before the next step, whose batch
+# is already fetched), or inside a validation; each stop resumes to the uninterrupted run's outcome, bit for bit.
 EXACT = (*(a for a in RUN if not a.startswith(("trainer.enable_progress_bar", "print_sample"))), "trainer.max_epochs=3")
 
 
@@ -247,18 +248,27 @@ def whole_run(tmp_path_factory, compose_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
-@pytest.mark.parametrize(("where", "step", "stopped_at"), [("training_step", 5, 6), ("training_step", 11, 12),
-                                                          ("validation_step", 12, 12)])  # fmt: skip
-def test_a_signal_anywhere_resumes_exactly(compose, tmp_path, monkeypatch, whole_run, backend, where, step, stopped_at):
+@pytest.mark.parametrize(
+    ("where", "step", "stopped_at", "point"),
+    [
+        ("training_step", 5, 6, "after the step"),
+        ("training_step", 11, 12, "after the step"),
+        ("on_train_batch_end", 6, 6, "before the step"),
+        ("validation_step", 12, 12, None),
+    ],
+)
+def test_a_signal_anywhere_resumes_exactly(compose, tmp_path, monkeypatch, whole_run, backend, where, step, stopped_at,
+                                           point):  # fmt: skip
     from rnnlab.tasks.classify import ClassifyTask
 
     original = getattr(ClassifyTask, where)
 
-    def signalled(self, batch, batch_idx):
+    def signalled(self, *args):
+        # on_train_batch_end: the module's hook runs after every callback's, so the signal arrives between steps
         if self.global_step == step and not self.trainer.sanity_checking and not getattr(self, "_sent", False):
             self._sent = True
             os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, batch, batch_idx)
+        return original(self, *args)
 
     monkeypatch.setattr(ClassifyTask, where, signalled)
     settings = (*EXACT, f"model.backend={backend}")
@@ -267,6 +277,8 @@ def test_a_signal_anywhere_resumes_exactly(compose, tmp_path, monkeypatch, whole
     monkeypatch.undo()
     info = summary(tmp_path / "stopped")["interrupted"]
     assert info["step"] == info["checkpoint_step"] == stopped_at
+    if point is not None:
+        assert info["stopped"] == point
     train(compose(*settings, f"ckpt_path={info['checkpoint']}", run_dir=tmp_path / "resumed"))
     sa, sb = summary(tmp_path / "resumed"), summary(whole_run[backend])
     assert sa["test_metrics"] == sb["test_metrics"]

@@ -67,12 +67,16 @@ class _Loaders(L.LightningDataModule):
         return DataLoader(dataset, **kwargs)
 
     def _train_position(self) -> tuple[int, int]:
-        """(epoch, training batches the loop has taken this epoch), for the training loader's ``state_dict``; 0
-        once the epoch is complete (``trainer.num_training_batches`` may stop it before the last batch)."""
+        """(epoch, training batches the loop has trained on this epoch), for the training loader's ``state_dict``;
+        0 once the epoch is complete (``trainer.num_training_batches`` may stop it before the last batch).
+
+        Batches whose step has run (``processed``), not those fetched (``ready``): a checkpoint written before a
+        step (a signal between two steps stops at the next ``on_train_batch_start``, where the batch is fetched
+        but not trained) must resume with that batch, not after it."""
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0, 0
-        taken = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        taken = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
         return trainer.current_epoch, taken if taken < trainer.num_training_batches else 0
 
     def train_dataloader(self) -> DataLoader:

@@ -46,6 +46,7 @@ class GracefulStop(L.Callback):
         self.stopped_step: int | None = None
         self.stop_point: str | None = None
         self.mid_validation = False
+        self._before_step = False  # a checkpoint is being written for a stop before a step
 
     # --------------------------------------------------------------------------- the handler during a run
     def _take_over(self, trainer: Any) -> None:
@@ -71,8 +72,24 @@ class GracefulStop(L.Callback):
         if self.signals.signum is None or self.signals.distributed:
             return
         self.stop_point = "before the step"
-        self._save(trainer)
+        self._before_step = True
+        try:
+            self._save(trainer)
+        finally:
+            self._before_step = False
         raise RunInterrupted(self.signals.signum)
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint written before a step (the stop above). Lightning expects checkpoints from a step's end or a
+        validation's, whose count of stepped batches is one behind (the step's end increments it after the hooks)
+        and adds one when it restarts from them; this one already counts the last step. Stored one behind like
+        theirs, the resumed run logs at the same steps as a run left alone. (With torch's own gradient
+        accumulation Lightning's restart rule differs: left as it is there.)"""
+        if not self._before_step or trainer.accumulate_grad_batches != 1:
+            return
+        state = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict")
+        if isinstance(state, dict) and isinstance(state.get("_batches_that_stepped"), int):
+            state["_batches_that_stepped"] -= 1
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.claim is not None:

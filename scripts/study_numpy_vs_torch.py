@@ -273,6 +273,17 @@ def _grid(pairs: list[dict[str, Any]], optimizer: str) -> tuple[Any, Any, list[d
     return fig, axes, chosen, where, cells
 
 
+def _finish_grid(fig: Any, axes: Any, ylabel: str, title: str, legend_size: int, path: Path) -> str:
+    """The legend, the axis labels and the title of a :func:`_grid` figure; saves it."""
+    axes[0][0].legend(fontsize=legend_size)
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    for row in axes:
+        row[0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
 def fig_controlled(pairs: list[dict[str, Any]], optimizer: str, out: Path) -> str:
     """Per pair: the training loss at every step, torch (solid) and numpy (dashed)."""
     fig, axes, chosen, where, _ = _grid(pairs, optimizer)
@@ -284,14 +295,8 @@ def fig_controlled(pairs: list[dict[str, Any]], optimizer: str, out: Path) -> st
                     lw=1.6 if backend == "torch" else 1.0)  # fmt: skip
         ax.set_title(_name(p)[len(optimizer) + 1 :], fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    for ax in axes[-1]:
-        ax.set_xlabel("step")
-    for row in axes:
-        row[0].set_ylabel("train/loss")
-    fig.suptitle(f"controlled setting, {optimizer}: training loss at every step, torch (solid), numpy (dashed)",
-                 fontsize=10)  # fmt: skip
-    return save(fig, out / f"controlled_{optimizer}.png")
+    title = f"controlled setting, {optimizer}: training loss at every step, torch (solid), numpy (dashed)"
+    return _finish_grid(fig, axes, "train/loss", title, 8, out / f"controlled_{optimizer}.png")
 
 
 FLOOR = 1e-17  # where an exact zero difference is drawn on a log scale
@@ -317,14 +322,8 @@ def fig_noise_floor(pairs: list[dict[str, Any]], optimizer: str, out: Path, thre
         ax.set_ylim(FLOOR / 3, 10)
         ax.set_title(_name(p)[len(optimizer) + 1 :], fontsize=9)
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].legend(fontsize=7)
-    for ax in axes[-1]:
-        ax.set_xlabel("step")
-    for row in axes:
-        row[0].set_ylabel("|Δ train/loss|")
-    fig.suptitle(f"controlled setting, {optimizer}: differences of the training loss (1e-17: equal; grey line "
-                 f"{APART:g})", fontsize=10)  # fmt: skip
-    return save(fig, out / f"noise_floor_{optimizer}.png")
+    title = f"controlled setting, {optimizer}: differences of the training loss (1e-17: equal; grey line {APART:g})"
+    return _finish_grid(fig, axes, "|Δ train/loss|", title, 7, out / f"noise_floor_{optimizer}.png")
 
 
 def fig_adagrad(runs: dict[tuple[str, str, int], Any], out: Path) -> str:

@@ -144,7 +144,7 @@ def wait_for_parent(timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-# ---------------------------------------------------------------------------------------- ddp_spawn
+# --------------------------------------------------------------------- the command line; spawning strategies
 def command_line_overrides() -> list[str]:
     """The overrides the run was started with (Hydra's record of them); none outside a Hydra app."""
     try:
@@ -226,8 +226,8 @@ def _world(device: Any) -> tuple[Any, Any] | None:
     return dist, device
 
 
-def all_reduce_sum(values: list[float], device: Any = None) -> list[float]:
-    """``values`` summed over every process (float64; integer counts stay exact below 2**53); ``values`` itself
+def _all_reduce(values: list[float], op: str, device: Any) -> list[float]:
+    """``values`` reduced over every process with ``torch.distributed.ReduceOp.<op>`` (float64); ``values`` itself
     in a single process. Every process has to call it, with as many values."""
     world = _world(device)
     if world is None:
@@ -236,21 +236,18 @@ def all_reduce_sum(values: list[float], device: Any = None) -> list[float]:
 
     dist, device = world
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
     return t.cpu().tolist()
+
+
+def all_reduce_sum(values: list[float], device: Any = None) -> list[float]:
+    """``values`` summed over every process (integer counts stay exact below 2**53)."""
+    return _all_reduce(values, "SUM", device)
 
 
 def all_reduce_max(values: list[float], device: Any = None) -> list[float]:
-    """``values`` maximised over every process; ``values`` itself in a single process. Every process calls it."""
-    world = _world(device)
-    if world is None:
-        return [float(v) for v in values]
-    import torch
-
-    dist, device = world
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.cpu().tolist()
+    """``values`` maximised over every process."""
+    return _all_reduce(values, "MAX", device)
 
 
 def gather_rows(array: Any, device: Any = None) -> Any:

@@ -79,8 +79,8 @@ def hidden_states_and_gates(
     lengths = None if lengths is None else lengths.cpu().numpy()
     out, _, cache = clone.net.forward(x, lengths, train=False)
     gates = None
-    if task.spec.cell == "lstm":
-        A = cache.stack.layers[0].cells[0].A  # [T, 4, B', H] in the packing order (longest first)
+    A = clone.net.stack.cell.gate_activations(cache.stack.layers[0].cells[0])  # LSTM cells: i, f, g, o
+    if A is not None:  # [T, 4, B', H] in the packing order (longest first)
         gates = np.array(A)
         if cache.inverse is not None:
             gates = gates[:, :, cache.inverse]

@@ -48,13 +48,12 @@ from rnnlab.atomic import write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 VOCAB = [chr(c) for c in range(32, 97)]  # 65 characters, tiny-shakespeare's vocabulary size
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated subset of rnn, lstm, gru")
+    p.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated registered cells (rnn, lstm, gru, ...)")
     p.add_argument("--dtypes", default="float32,float64", help="comma-separated subset of float32, float64")
     p.add_argument("--seq-len", "-T", type=int, default=100, dest="T")
     p.add_argument("--batch", "-B", type=int, default=64, dest="B")
@@ -74,8 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    if not set(args.cells) <= set(GATES) or not args.cells:
-        p.error(f"--cells: choose from {', '.join(GATES)}")
+    from rnnlab.registry import CELLS
+
+    if not set(args.cells) <= set(CELLS.names()) or not args.cells:
+        p.error(f"--cells: choose from {', '.join(CELLS.names())}")
     if not set(args.dtypes) <= {"float32", "float64"} or not args.dtypes:
         p.error("--dtypes: choose from float32, float64")
     if min(args.T, args.B, args.I, args.H, args.layers, args.iters, args.rounds) < 1 or args.warmup < 0:
@@ -127,11 +128,14 @@ def gemm_peak(dtype: str, args: argparse.Namespace) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------ cells
 def cell_flops(cell: str, args: argparse.Namespace) -> float:
     """GEMM flops of forward + backward (input and weight gradients): 3 x 2 T B G H (in + H) per layer/direction."""
+    from rnnlab.cells.protocol import cell_class
+
+    gates = cell_class(cell).gates
     directions = 2 if args.bidirectional else 1
     total = 0.0
     for layer in range(args.layers):
         width = args.I if layer == 0 else args.H * directions
-        total += directions * 2.0 * args.T * args.B * GATES[cell] * args.H * (width + args.H)
+        total += directions * 2.0 * args.T * args.B * gates * args.H * (width + args.H)
     return 3.0 * total
 
 

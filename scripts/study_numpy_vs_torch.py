@@ -1019,7 +1019,7 @@ def _report_lines(work, tmp, quick, elapsed, np, collect_runs, pair_runs, write_
     # 6 ------------------------------------------------------------------------------------- discussion
     numpy_dir = ROOT / "rnnlab" / "models" / "numpy"
     torch_dir = ROOT / "rnnlab" / "models" / "torch"
-    loc = {name: code_lines(numpy_dir / f"{name}.py") for name in ("rnn", "lstm", "gru")}
+    loc = {name: code_lines(ROOT / "rnnlab" / "cells" / f"{name}.py") for name in ("rnn", "lstm", "gru")}
     shared = {name: code_lines(numpy_dir / f"{name}.py") for name in ("stack", "net", "layers", "losses", "optim",
                                                                        "memory", "params")}  # fmt: skip
     torch_loc = code_lines(torch_dir / "recurrent.py")

@@ -15,9 +15,10 @@ import pytest
 import torch
 from torch import nn
 
+from rnnlab.cells.protocol import cell_class
 from rnnlab.cells.reference import gru, lstm, rnn
 from rnnlab.models.numpy.net import NumpyRecurrentNet
-from rnnlab.models.spec import GATES, NetSpec
+from rnnlab.models.spec import NetSpec
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +34,7 @@ REFERENCE = Path(rnn.__file__).resolve().parent
 
 # ------------------------------------------------------------------------------------------------------- helpers
 def random_params(rng: np.random.Generator, cell: str, in_size: int = IN, hidden: int = H) -> dict[str, np.ndarray]:
-    g = GATES[cell]
+    g = cell_class(cell).gates
     shapes = {"weight_ih": (g * hidden, in_size), "weight_hh": (g * hidden, hidden), "bias_ih": (g * hidden,)}
     shapes["bias_hh"] = (g * hidden,)
     return {name: rng.uniform(-0.7, 0.7, size=shape) for name, shape in shapes.items()}

@@ -7,36 +7,62 @@ A NumPy generator seeded from ``seed`` draws every parameter in torch's layout a
     rnn.weight_hh_l{k}[_reverse]             U(-1/sqrt(H), 1/sqrt(H))
     rnn.bias_ih_l{k}[_reverse]               U(-1/sqrt(H), 1/sqrt(H))
     rnn.bias_hh_l{k}[_reverse]               U(-1/sqrt(H), 1/sqrt(H))
+    rnn.<extra>_l{k}[_reverse]               U(-1/sqrt(H), 1/sqrt(H))  a cell's own parameters (peepholes, ...),
+                                                                       each from a generator keyed by its full name
     head.weight, head.bias                   U(-1/sqrt(F), 1/sqrt(F)), F = H * num_directions (nn.Linear)
 
-Gate blocks are stacked along the first axis in torch's order (LSTM i, f, g, o; GRU r, z, n). Arrays are drawn
-in float64; a float32 model rounds the same draws. The embedding row of a padding index is zero, as in torch.
+The extra parameters of a cell do not draw from the shared generator: each has its own, seeded from (seed, sha256 of
+its name), so adding a cell (or a variant with more parameters) changes no other parameter's draw, and no existing
+run's numbers. Gate blocks are stacked along the first axis in torch's order (LSTM i, f, g, o; GRU r, z, n).
+Arrays are drawn in float64; a float32 model rounds the same draws. The embedding row of a padding index is zero,
+as in torch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 
 import numpy as np
 
-from rnnlab.models.spec import GATES, NetSpec
+from rnnlab.cells.protocol import cell_for
+from rnnlab.models.spec import NetSpec
+
+SUFFIX = re.compile(r"_l\d+(_reverse)?$")  # weight_ci_l0_reverse -> weight_ci
 
 
 def recurrent_shapes(spec: NetSpec) -> list[tuple[str, tuple[int, ...]]]:
-    """Names and shapes of the recurrent parameters, in nn.RNN/LSTM/GRU's ``named_parameters`` order."""
-    g, h = GATES[spec.cell], spec.hidden_size
+    """Names and shapes of the recurrent parameters, in nn.RNN/LSTM/GRU's ``named_parameters`` order (a cell's
+    extra parameters after the four of each layer and direction)."""
+    cell = cell_for(spec)
     shapes = []
     for layer in range(spec.num_layers):
         in_size = spec.input_size if layer == 0 else spec.features
         for direction in range(spec.num_directions):
             sfx = f"l{layer}" + ("_reverse" if direction else "")
-            shapes += [
-                (f"weight_ih_{sfx}", (g * h, in_size)),
-                (f"weight_hh_{sfx}", (g * h, h)),
-                (f"bias_ih_{sfx}", (g * h,)),
-                (f"bias_hh_{sfx}", (g * h,)),
-            ]
+            shapes += [(f"{name}_{sfx}", shape) for name, shape in cell.parameter_shapes(in_size)]
     return shapes
+
+
+def keyed_generator(seed: int, name: str) -> np.random.Generator:
+    """The generator of one extra parameter: seeded from ``seed`` and its full name alone."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return np.random.default_rng([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
+
+
+def draw_recurrent(
+    spec: NetSpec, rng: np.random.Generator, seed: int, prefix: str, bound: float
+) -> dict[str, np.ndarray]:
+    """U(-bound, bound) for every recurrent parameter: the four torch ones from ``rng`` in order, a cell's extra
+    parameters each from its ``keyed_generator``."""
+    extras = set(cell_for(spec).extra_parameters)
+    out = {}
+    for name, shape in recurrent_shapes(spec):
+        full = f"{prefix}{name}"
+        source = keyed_generator(seed, full) if SUFFIX.sub("", name) in extras else rng
+        out[full] = source.uniform(-bound, bound, size=shape)
+    return out
 
 
 def init_parameters(spec: NetSpec, seed: int) -> dict[str, np.ndarray]:
@@ -48,9 +74,7 @@ def init_parameters(spec: NetSpec, seed: int) -> dict[str, np.ndarray]:
         if spec.padding_idx is not None:
             emb[spec.padding_idx] = 0.0
         params["embedding.weight"] = emb
-    bound = 1.0 / math.sqrt(spec.hidden_size)
-    for name, shape in recurrent_shapes(spec):
-        params[f"rnn.{name}"] = rng.uniform(-bound, bound, size=shape)
+    params.update(draw_recurrent(spec, rng, seed, "rnn.", 1.0 / math.sqrt(spec.hidden_size)))
     bound = 1.0 / math.sqrt(spec.features)
     params["head.weight"] = rng.uniform(-bound, bound, size=(spec.num_outputs, spec.features))
     params["head.bias"] = rng.uniform(-bound, bound, size=(spec.num_outputs,))

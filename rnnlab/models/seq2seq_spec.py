@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.models.init import recurrent_shapes
-from rnnlab.models.spec import GATES, NetSpec
+from rnnlab.cells.protocol import cell_for
+from rnnlab.models.init import draw_recurrent
+from rnnlab.models.spec import NetSpec
+from rnnlab.registry import RegistryError
 
 ATTENTIONS = ("none", "additive", "dot")
 
@@ -22,7 +24,7 @@ ATTENTIONS = ("none", "additive", "dot")
 class Seq2SeqSpec:
     """What an encoder-decoder is, independent of the backend that runs it."""
 
-    cell: str  # rnn | lstm | gru (encoder and decoder)
+    cell: str  # a registered cell (encoder and decoder): rnn | lstm | gru | ...
     src_vocab_size: int
     tgt_vocab_size: int
     embed_dim: int  # source and target embeddings
@@ -35,6 +37,7 @@ class Seq2SeqSpec:
     pad_id: int = 0  # in both vocabularies
     sos_id: int = 1  # target vocabulary
     eos_id: int = 2  # target vocabulary
+    variant: str = "standard"  # the cell's form (model.variant)
 
     @property
     def num_directions(self) -> int:
@@ -61,19 +64,25 @@ class Seq2SeqSpec:
 
     def encoder_spec(self) -> NetSpec:
         return NetSpec(self.cell, self.src_vocab_size, self.embed_dim, self.hidden_size, self.num_layers,
-                       self.bidirectional, num_outputs=0, input_features=self.embed_dim)  # fmt: skip
+                       self.bidirectional, num_outputs=0, nonlinearity=self.nonlinearity, input_features=self.embed_dim,
+                       variant=self.variant)  # fmt: skip
 
     def decoder_spec(self) -> NetSpec:
         return NetSpec(self.cell, self.tgt_vocab_size, self.embed_dim, self.hidden_size, self.num_layers,
-                       False, num_outputs=0, input_features=self.decoder_input_size)  # fmt: skip
+                       False, num_outputs=0, nonlinearity=self.nonlinearity, input_features=self.decoder_input_size,
+                       variant=self.variant)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def check_spec(spec: Seq2SeqSpec) -> None:
-    if spec.cell not in GATES:
-        raise ValueError(f"unknown cell {spec.cell!r}")
+    try:
+        cell = cell_for(spec)
+    except RegistryError as err:
+        raise ValueError(str(err)) from None
+    if len(cell.states) > 2:
+        raise ValueError(f"cell {spec.cell} has {len(cell.states)} states; the encoder-decoder bridges h and c only")
     if spec.attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {ATTENTIONS}, got {spec.attention!r}")
     if spec.embed_dim < 1:
@@ -85,11 +94,12 @@ def init_seq2seq_parameters(spec: Seq2SeqSpec, seed: int) -> dict[str, np.ndarra
     """Every parameter, float64, keyed by the torch model's names, drawn in this order from one generator:
 
         src_embedding.weight       [Vs, E]        N(0, 1), row pad_id zero      (nn.Embedding)
-        encoder.{weight,bias}_*    torch layout   U(-1/sqrt(H), 1/sqrt(H))      (nn.RNN/LSTM/GRU)
+        encoder.{weight,bias}_*    torch layout   U(-1/sqrt(H), 1/sqrt(H))      (nn.RNN/LSTM/GRU; a cell's extra
+                                                                                parameters from keyed generators)
         tgt_embedding.weight       [Vt, E]        N(0, 1), row pad_id zero
         decoder.{weight,bias}_*    input E (+ H)  U(-1/sqrt(H), 1/sqrt(H))
         bridge_h.weight, .bias     [H, 2H], [H]   U(-1/sqrt(2H), 1/sqrt(2H))    bidirectional only (nn.Linear)
-        bridge_c.weight, .bias     [H, 2H], [H]   likewise                      bidirectional LSTM only
+        bridge_c.weight, .bias     [H, 2H], [H]   likewise                      bidirectional, cells with a c state
         attention.query.weight     [H, H]         U(-1/sqrt(H), 1/sqrt(H))      additive (W_s)
         attention.key.weight       [H, F]         U(-1/sqrt(F), 1/sqrt(F))      additive, or dot with F != H (W_h)
         attention.v.weight         [1, H]         U(-1/sqrt(H), 1/sqrt(H))      additive (v)
@@ -113,13 +123,11 @@ def init_seq2seq_parameters(spec: Seq2SeqSpec, seed: int) -> dict[str, np.ndarra
         return w
 
     params["src_embedding.weight"] = embedding(spec.src_vocab_size)
-    for name, shape in recurrent_shapes(spec.encoder_spec()):
-        params[f"encoder.{name}"] = uniform(H, shape)
+    params.update(draw_recurrent(spec.encoder_spec(), rng, seed, "encoder.", 1.0 / math.sqrt(H)))
     params["tgt_embedding.weight"] = embedding(spec.tgt_vocab_size)
-    for name, shape in recurrent_shapes(spec.decoder_spec()):
-        params[f"decoder.{name}"] = uniform(H, shape)
+    params.update(draw_recurrent(spec.decoder_spec(), rng, seed, "decoder.", 1.0 / math.sqrt(H)))
     if spec.bidirectional:
-        for part in ("h", "c") if spec.cell == "lstm" else ("h",):
+        for part in cell_for(spec).states:  # one bridge per state: h, and c for an LSTM
             params[f"bridge_{part}.weight"] = uniform(2 * H, (H, 2 * H))
             params[f"bridge_{part}.bias"] = uniform(2 * H, (H,))
     if spec.attention == "additive":

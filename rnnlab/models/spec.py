@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # torch's stacked gate order: LSTM i,f,g,o; GRU r,z,n
-
 
 @dataclass(frozen=True)
 class NetSpec:
     """Embedding (or one-hot) -> stacked, optionally bidirectional recurrent layers -> linear head."""
 
-    cell: str  # rnn | lstm | gru
+    cell: str  # a registered cell (rnnlab.registry.CELLS): rnn | lstm | gru | a plug-in's
     vocab_size: int  # number of input tokens
     embed_dim: int  # 0: one-hot inputs of size vocab_size
     hidden_size: int
@@ -23,6 +21,7 @@ class NetSpec:
     nonlinearity: str = "tanh"
     padding_idx: int | None = None  # classification pads with this token id
     input_features: int = 0  # > 0: float inputs [B, T, input_features] (time series), no embedding
+    variant: str = "standard"  # a form of the cell (model.variant: lstm's peephole, ...)
 
     @property
     def num_directions(self) -> int:
@@ -58,5 +57,6 @@ class NetSpec:
             num_outputs=num_outputs,
             dropout=float(model_cfg.dropout),
             nonlinearity=str(getattr(model_cfg.nonlinearity, "value", model_cfg.nonlinearity)),
+            variant=str(model_cfg.get("variant", "standard")),
             **extra,
         )

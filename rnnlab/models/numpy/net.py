@@ -15,7 +15,8 @@ parameter's gradient into ``grads`` (same names and shapes) and returns the grad
     net.backward(None, net.last_hidden_backward(net.head_backward(dlogits, head_cache)), cache)
 
 ``step`` is the batch-1, one-token path for generation: layer 0's input side is one row of a precomputed
-[vocab, G * H] table and every array is allocated once.
+[vocab, G * H] table, every array is allocated once, and each layer advances by its cell's ``step``.
+The network knows its cell only through the cell protocol (rnnlab/cells/protocol.py).
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from rnnlab.models.numpy.layers import (
     linear_forward,
 )
 from rnnlab.models.numpy.params import NumpyParameters
-from rnnlab.models.numpy.stack import CELLS, RecurrentStack, StackCache
+from rnnlab.models.numpy.stack import RecurrentStack, StackCache
 from rnnlab.models.spec import NetSpec
 
-State = np.ndarray | tuple[np.ndarray, np.ndarray]  # h_n, or (h_n, c_n) for the LSTM
+State = np.ndarray | tuple[np.ndarray, np.ndarray]  # h_n, or (h_n, c_n) for a cell with a c state (the LSTM)
 
 
 @dataclass
@@ -56,16 +57,11 @@ class _StepPlan:
     table: np.ndarray  # [V, G*H] layer 0's input side s ⊙ (W_ih e_v + biases) for every token v
     W_ihT: list[np.ndarray]  # layers >= 1: (s ⊙ W_ih)^T [H, G*H] (index 0 unused)
     bias: list[np.ndarray]  # layers >= 1: s ⊙ folded biases (index 0 unused)
-    W_hhT: list[np.ndarray]  # (s ⊙ W_hh)^T [H, G*H]
-    b_hn: list[np.ndarray]  # GRU: b_hn per layer
+    cells: list[Any]  # per layer: what the cell's ``step`` precomputed (``prepare_step``)
     head_WT: np.ndarray  # [H, C]
     head_b: np.ndarray
-    h: np.ndarray  # [L, H]
-    c: np.ndarray  # [L, H] (LSTM)
-    pre: np.ndarray  # [G*H]
-    a: np.ndarray  # [G*H]
+    states: list[np.ndarray]  # one [L, H] array per state of the cell (h, and c for an LSTM)
     xp: np.ndarray  # [G*H]
-    tmp: np.ndarray  # [H]
     logits: np.ndarray  # [C]
 
 
@@ -73,8 +69,6 @@ class NumpyRecurrentNet(NumpyParameters):
     """The NumPy backend's network. Parameters and gradients are ``{torch name: array}`` dicts of ``dtype``."""
 
     def __init__(self, spec: NetSpec, seed: int, dtype: Any = np.float32):
-        if spec.cell not in CELLS:
-            raise ValueError(f"unknown cell {spec.cell!r}")
         self.spec = spec
         self._dtype = np.dtype(dtype)
         if self._dtype not in (np.float32, np.float64):
@@ -96,7 +90,9 @@ class NumpyRecurrentNet(NumpyParameters):
             self.rng,
             dropout=spec.dropout if spec.num_layers > 1 else 0.0,
             nonlinearity=spec.nonlinearity,
+            variant=spec.variant,
         )
+        self.has_c = self.stack.has_c
         self._plan: _StepPlan | None = None
 
     def _parameters_changed(self) -> None:
@@ -152,7 +148,7 @@ class NumpyRecurrentNet(NumpyParameters):
         if inverse is not None:
             out, h_n = out[:, inverse], h_n[:, inverse]
             c_n = None if c_n is None else c_n[:, inverse]
-        final: State = (h_n, c_n) if self.spec.cell == "lstm" else h_n
+        final: State = (h_n, c_n) if self.has_c else h_n
         return out.transpose(1, 0, 2), final, NetCache(stack_cache, ids_tm, order, inverse)
 
     def _packing(self, lengths: Any, B: int, T: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -180,8 +176,9 @@ class NumpyRecurrentNet(NumpyParameters):
             return None, None
         L, H = self.spec.num_layers * self.spec.num_directions, self.spec.hidden_size
         parts = state if isinstance(state, tuple) else (state,)
-        if len(parts) != (2 if self.spec.cell == "lstm" else 1):
-            raise ValueError("the LSTM's state is (h, c); the RNN's and GRU's a single array")
+        if len(parts) != (2 if self.has_c else 1):
+            raise ValueError(f"the state of cell {self.spec.cell} is {' and '.join(self.stack.cell.states)}: "
+                             f"{'a tuple (h, c)' if self.has_c else 'a single array'}")  # fmt: skip
         out = []
         for part in parts:
             part = np.asarray(part, dtype=self._dtype)
@@ -192,7 +189,7 @@ class NumpyRecurrentNet(NumpyParameters):
 
     # --------------------------------------------------------------------------------------------- backward
     def backward(self, d_out: np.ndarray | None, d_final: Any, cache: NetCache) -> State:
-        """Gradients of the outputs [B, T, H * D] and of the final state (either may be None; for the LSTM,
+        """Gradients of the outputs [B, T, H * D] and of the final state (either may be None; with a c state,
         (dh_n, dc_n) with either None) -> gradient of the initial state, shaped like the state.
 
         Accumulates into ``grads``: every recurrent parameter, the embedding (row padding_idx excluded) or
@@ -228,7 +225,7 @@ class NumpyRecurrentNet(NumpyParameters):
         if cache.inverse is not None:
             dh0 = dh0[:, cache.inverse]
             dc0 = None if dc0 is None else dc0[:, cache.inverse]
-        return dx, ((dh0, dc0) if self.spec.cell == "lstm" else dh0)
+        return dx, ((dh0, dc0) if self.has_c else dh0)
 
     def _sorted(self, a: Any, order: np.ndarray | None) -> np.ndarray:
         a = np.asarray(a, dtype=self._dtype)
@@ -247,7 +244,7 @@ class NumpyRecurrentNet(NumpyParameters):
         dh_n = np.zeros((self.spec.num_layers * D, d_feat.shape[0], H), dtype=self._dtype)
         for d in range(D):
             dh_n[-D + d] = d_feat[:, d * H : (d + 1) * H]
-        return (dh_n, None) if self.spec.cell == "lstm" else dh_n
+        return (dh_n, None) if self.has_c else dh_n
 
     # ------------------------------------------------------------------------------------------------- head
     def head_forward(self, h: np.ndarray) -> tuple[np.ndarray, LinearCache]:
@@ -282,96 +279,52 @@ class NumpyRecurrentNet(NumpyParameters):
             self._plan = self._build_plan()
         plan = self._plan
         L, H = self.spec.num_layers, self.spec.hidden_size
-        cell = self.spec.cell
         if state is None:
-            plan.h.fill(0)
-            plan.c.fill(0)
-        elif cell == "lstm":
-            np.copyto(plan.h, np.reshape(state[0], (L, H)))
-            np.copyto(plan.c, np.reshape(state[1], (L, H)))
+            for part in plan.states:
+                part.fill(0)
         else:
-            np.copyto(plan.h, np.reshape(state, (L, H)))
-        h, c, pre, a, xp, tmp = plan.h, plan.c, plan.pre, plan.a, plan.xp, plan.tmp
+            for part, given in zip(plan.states, state if self.has_c else (state,), strict=True):
+                np.copyto(part, np.reshape(given, (L, H)))
+        cell, xp = self.stack.cell, plan.xp
         for layer in range(L):
             if layer == 0:
                 x_side = plan.table[token]
             else:
-                np.matmul(h[layer - 1], plan.W_ihT[layer], out=xp)
+                np.matmul(plan.states[0][layer - 1], plan.W_ihT[layer], out=xp)
                 xp += plan.bias[layer]
                 x_side = xp
-            np.matmul(h[layer], plan.W_hhT[layer], out=pre)
-            if cell == "lstm":
-                np.add(pre, x_side, out=a)
-                np.tanh(a, out=a)
-                a[: 2 * H] *= 0.5
-                a[: 2 * H] += 0.5
-                a[3 * H :] *= 0.5
-                a[3 * H :] += 0.5
-                i, f, g, o = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
-                c[layer] *= f
-                np.multiply(i, g, out=tmp)
-                c[layer] += tmp
-                np.tanh(c[layer], out=tmp)
-                np.multiply(o, tmp, out=h[layer])
-            elif cell == "gru":
-                rz = a[: 2 * H]
-                np.add(pre[: 2 * H], x_side[: 2 * H], out=rz)
-                np.tanh(rz, out=rz)
-                rz *= 0.5
-                rz += 0.5
-                r, z, n = a[:H], a[H : 2 * H], a[2 * H :]
-                np.add(pre[2 * H :], plan.b_hn[layer], out=n)
-                n *= r
-                n += x_side[2 * H :]
-                np.tanh(n, out=n)
-                np.subtract(h[layer], n, out=tmp)
-                tmp *= z
-                np.add(n, tmp, out=h[layer])
-            else:
-                pre += x_side
-                if self.spec.nonlinearity == "tanh":
-                    np.tanh(pre, out=h[layer])
-                else:
-                    np.maximum(pre, 0, out=h[layer])
-        np.matmul(h[L - 1], plan.head_WT, out=plan.logits)
+            cell.step(x_side, [part[layer] for part in plan.states], plan.cells[layer])
+        np.matmul(plan.states[0][L - 1], plan.head_WT, out=plan.logits)
         plan.logits += plan.head_b
-        new_h = h.reshape(L, 1, H).copy()
-        new_state: State = (new_h, c.reshape(L, 1, H).copy()) if cell == "lstm" else new_h
-        return plan.logits.copy(), new_state
+        new = tuple(part.reshape(L, 1, H).copy() for part in plan.states)
+        return plan.logits.copy(), (new if self.has_c else new[0])
 
     def _build_plan(self) -> _StepPlan:
         spec, p, dtype = self.spec, self.params, self._dtype
         H, L = spec.hidden_size, spec.num_layers
-        cell = CELLS[spec.cell]
-        GH = cell.GATES * H
-        s = cell.gate_scale(H, dtype)
-        W_ihT, bias, W_hhT, b_hn = [], [], [], []
+        cell = self.stack.cell
+        GH = cell.gates * H
+        s = cell.gate_scale(dtype)
+        W_ihT, bias, cells = [], [], []
         table = np.empty(0, dtype=dtype)
         for layer in range(L):
-            sfx = f"l{layer}"
-            W_ih, W_hh = p[f"rnn.weight_ih_{sfx}"], p[f"rnn.weight_hh_{sfx}"]
-            b = s * cell.fold_bias(p[f"rnn.bias_ih_{sfx}"], p[f"rnn.bias_hh_{sfx}"])
-            W_ih_sT = memory.copy((s[:, None] * W_ih).T)
+            q = self.stack.cell_arrays(p, layer, 0)
+            b = s * cell.fold_bias(q)
+            W_ih_sT = memory.copy((s[:, None] * q["weight_ih"]).T)
             if layer == 0:
                 table = memory.copy(p["embedding.weight"] @ W_ih_sT if spec.has_embedding else W_ih_sT)
                 table += b
             W_ihT.append(W_ih_sT)
             bias.append(memory.copy(b))
-            W_hhT.append(memory.copy((s[:, None] * W_hh).T))
-            b_hn.append(memory.copy(p[f"rnn.bias_hh_{sfx}"][2 * H :]))
+            cells.append(cell.prepare_step(q))
         return _StepPlan(
             table=table,
             W_ihT=W_ihT,
             bias=bias,
-            W_hhT=W_hhT,
-            b_hn=b_hn,
+            cells=cells,
             head_WT=memory.copy(p["head.weight"].T),
             head_b=memory.copy(p["head.bias"]),
-            h=memory.zeros((L, H), dtype),
-            c=memory.zeros((L, H), dtype),
-            pre=memory.empty(GH, dtype),
-            a=memory.empty(GH, dtype),
+            states=[memory.zeros((L, H), dtype) for _ in cell.states],
             xp=memory.empty(GH, dtype),
-            tmp=memory.empty(H, dtype),
             logits=memory.empty(spec.num_outputs, dtype),
         )

@@ -12,12 +12,16 @@ Dropout is inverted dropout as in torch: each element is kept with probability 1
 The input side of each direction is one GEMM over all steps. The layer input is stored with an extra column of
 ones, x̃ = [x, 1], so that the biases ride in the GEMM:
 
-    Xp = x̃ [T*B, I+1] @ [s ⊙ W_ih | s ⊙ (b_ih + folded b_hh)]^T         (s: the cell's gate scale, see lstm.py)
+    Xp = x̃ [T*B, I+1] @ [s ⊙ W_ih | s ⊙ (b_ih + folded b_hh)]^T         (s: the cell's gate scale, rnnlab/cells/lstm.py)
     [dW_ih | db_ih] = dA^T x̃,    dx = dA W_ih                           (one GEMM each)
 
 With one-hot inputs (no embedding) the first layer's input side is instead a row gather of that matrix's
-transpose and its weight gradient a scatter-add: no one-hot matrix is ever built. The cells (rnn.py, lstm.py,
-gru.py) run the recurrences and the hidden side (W_hh, b_hh). Everything is time-major, [T, B, ...].
+transpose and its weight gradient a scatter-add: no one-hot matrix is ever built. The cells (rnnlab/cells/:
+rnn.py, lstm.py, gru.py, ...) run the recurrences and the hidden side (W_hh, b_hh). Everything is time-major,
+[T, B, ...].
+
+The stack knows cells only through their protocol (rnnlab/cells/protocol.py): a layer's states are the cell's
+``states`` (h, or h and c), passed as ``h0``/``c0`` and returned as ``h_n``/``c_n`` (None without a second state).
 """
 
 from __future__ import annotations
@@ -27,10 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.models.numpy import gru, lstm, memory, rnn
+from rnnlab.cells.protocol import Cell, cell_class
+from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import column_sum, one_hot_projection_backward
-
-CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
 
 
 @dataclass
@@ -64,7 +67,7 @@ class RecurrentStack:
 
     def __init__(
         self,
-        cell: str,
+        cell: str | Cell,
         hidden_size: int,
         num_layers: int,
         bidirectional: bool,
@@ -74,13 +77,14 @@ class RecurrentStack:
         dropout: float = 0.0,
         nonlinearity: str = "tanh",
         prefix: str = "rnn.",
+        variant: str = "standard",
     ):
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.cell_name = cell
-        self.cell = CELLS[cell]
+        # a Cell instance, or a registered name (and variant) with this hidden size and nonlinearity
+        self.cell = cell if isinstance(cell, Cell) else cell_class(cell, variant)(hidden_size, nonlinearity)
+        self.has_c = len(self.cell.states) == 2  # the second state (the LSTM's c), passed alongside h
+        self.extra_names = self.cell.extra_parameters
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_directions = 2 if bidirectional else 1
@@ -99,14 +103,20 @@ class RecurrentStack:
         p = self.prefix
         return f"{p}weight_ih_{sfx}", f"{p}weight_hh_{sfx}", f"{p}bias_ih_{sfx}", f"{p}bias_hh_{sfx}"
 
+    def cell_arrays(self, arrays: dict[str, np.ndarray], layer: int, direction: int) -> dict[str, np.ndarray]:
+        """One layer and direction's parameters (or gradients) by the cell's base names (``weight_hh``, ...)."""
+        sfx = f"_l{layer}" + ("_reverse" if direction else "")
+        base = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", *self.extra_names)
+        return {b: arrays[f"{self.prefix}{b}{sfx}"] for b in base}
+
     def input_matrix(self, layer: int, direction: int) -> np.ndarray:
         """[s ⊙ W_ih | s ⊙ (b_ih + folded b_hh)], [G*H, I + 1]: the input side as one matrix (see above)."""
-        n_ih, _, n_bih, n_bhh = self.names(layer, direction)
-        W_ih = self.params[n_ih]
-        s = self.cell.gate_scale(self.hidden_size, W_ih.dtype)
+        p = self.cell_arrays(self.params, layer, direction)
+        W_ih = p["weight_ih"]
+        s = self.cell.gate_scale(W_ih.dtype)
         M = memory.empty((W_ih.shape[0], W_ih.shape[1] + 1), W_ih.dtype)
         np.multiply(s[:, None], W_ih, out=M[:, :-1])
-        np.multiply(s, self.cell.fold_bias(self.params[n_bih], self.params[n_bhh]), out=M[:, -1])
+        np.multiply(s, self.cell.fold_bias(p), out=M[:, -1])
         return M
 
     # ------------------------------------------------------------------------------------------------ forward
@@ -120,16 +130,16 @@ class RecurrentStack:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, StackCache]:
         """inputs [T, B, I] (floats) or [T, B] (token ids, one-hot); h0, c0 [L * D, B, H] or None (zeros).
 
-        Returns out [T, B, D * H] (zero at padded steps), h_n, c_n (None unless LSTM) and the cache.
+        Returns out [T, B, D * H] (zero at padded steps), h_n, c_n (None unless the cell has a second state) and
+        the cache.
         """
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        GH = self.cell.GATES * H
+        GH = self.cell.gates * H
         T, B = inputs.shape[:2]
         dtype = self.params[self.names(0, 0)[1]].dtype
-        is_lstm = self.cell_name == "lstm"
         zeros = memory.zeros((B, H), dtype)
         h_n = np.empty((L * D, B, H), dtype=dtype)
-        c_n = np.empty((L * D, B, H), dtype=dtype) if is_lstm else None
+        c_n = np.empty((L * D, B, H), dtype=dtype) if self.has_c else None
         x = inputs if np.issubdtype(inputs.dtype, np.integer) else with_ones_column(inputs, dtype)
         layers: list[LayerCache] = []
         out = x
@@ -137,8 +147,6 @@ class RecurrentStack:
             outs, cells, W_ihs = [], [], []
             for d in range(D):
                 k = layer * D + d
-                _, n_hh, _, n_bhh = self.names(layer, d)
-                W_hh, b_hh = self.params[n_hh], self.params[n_bhh]
                 M = self.input_matrix(layer, d)
                 Xp = memory.empty((T, B, GH), dtype)
                 if np.issubdtype(x.dtype, np.integer):  # one-hot: one_hot(x) W^T + b = (W^T + b)[x]
@@ -147,17 +155,15 @@ class RecurrentStack:
                     np.take(table, x, axis=0, out=Xp)
                 else:
                     np.matmul(x.reshape(T * B, -1), M.T, out=Xp.reshape(T * B, GH))
-                h0_k = zeros if h0 is None else h0[k]
+                state0 = (zeros if h0 is None else h0[k],)
+                if self.has_c:
+                    state0 += (zeros if c0 is None else c0[k],)
                 reverse = d == 1
-                if is_lstm:
-                    c0_k = zeros if c0 is None else c0[k]
-                    S, C, cc = lstm.forward(Xp, h0_k, c0_k, W_hh, batch_sizes, reverse)
-                    c_n[k] = C[0 if reverse else T]
-                elif self.cell_name == "gru":
-                    S, cc = gru.forward(Xp, h0_k, W_hh, b_hh, batch_sizes, reverse)
-                else:
-                    S, cc = rnn.forward(Xp, h0_k, W_hh, b_hh, batch_sizes, reverse, self.nonlinearity)
-                h_n[k] = S[0 if reverse else T]
+                p = self.cell_arrays(self.params, layer, d)
+                S, final, cc = self.cell.forward(Xp, state0, p, batch_sizes, reverse)
+                h_n[k] = final[0]
+                if self.has_c:
+                    c_n[k] = final[1]
                 outs.append(S[:T] if reverse else S[1:])
                 cells.append(cc)
                 W_ihs.append(self.params[self.names(layer, d)[0]])
@@ -207,16 +213,15 @@ class RecurrentStack:
         """d_out [T, B, D * H] (or None), dh_n, dc_n [L * D, B, H] (or None) -> dx, dh0, dc0.
 
         Accumulates every recurrent parameter's gradient into ``grads``. dx is the gradient of the float inputs
-        [T, B, I] (None for token inputs or without ``need_dx``); dc0 is None unless LSTM. The cache serves
-        one backward.
+        [T, B, I] (None for token inputs or without ``need_dx``); dc0 is None unless the cell has a second state. The
+        cache serves one backward.
         """
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        GH = self.cell.GATES * H
+        GH = self.cell.gates * H
         T, B = cache.layers[0].x.shape[:2]
         dtype = self.params[self.names(0, 0)[1]].dtype
-        is_lstm = self.cell_name == "lstm"
         dh0 = np.empty((L * D, B, H), dtype=dtype)
-        dc0 = np.empty((L * D, B, H), dtype=dtype) if is_lstm else None
+        dc0 = np.empty((L * D, B, H), dtype=dtype) if self.has_c else None
         d_y = d_out  # gradient of the current layer's output
         dx = None
         for layer in range(L - 1, -1, -1):
@@ -226,16 +231,17 @@ class RecurrentStack:
             dx = None
             for d in range(D):
                 k = layer * D + d
-                n_ih, n_hh, n_bih, n_bhh = self.names(layer, d)
-                dW_hh, db_hh = self.grads[n_hh], None if self.cell.BIASES_SUMMED else self.grads[n_bhh]
+                n_ih, _, n_bih, n_bhh = self.names(layer, d)
                 d_y_d = None if d_y is None else (d_y if D == 1 else d_y[..., d * H : (d + 1) * H])
-                dh_n_k = None if dh_n is None else dh_n[k]
+                d_final = (None if dh_n is None else dh_n[k],)
+                if self.has_c:
+                    d_final += (None if dc_n is None else dc_n[k],)
                 norms = None if self.dh_norms is None else self.dh_norms[k]
-                if is_lstm:
-                    dc_n_k = None if dc_n is None else dc_n[k]
-                    dA, dh0[k], dc0[k] = lstm.backward(d_y_d, dh_n_k, dc_n_k, lc.cells[d], dW_hh, db_hh, dh_norms=norms)
-                else:
-                    dA, dh0[k] = self.cell.backward(d_y_d, dh_n_k, lc.cells[d], dW_hh, db_hh, dh_norms=norms)
+                g = self.cell_arrays(self.grads, layer, d)
+                dA, d_state0 = self.cell.backward(d_y_d, d_final, lc.cells[d], g, dh_norms=norms)
+                dh0[k] = d_state0[0]
+                if self.has_c:
+                    dc0[k] = d_state0[1]
                 # the input side: [dW_ih | db_ih] = dA^T x̃, dx = dA W_ih
                 dA2 = dA.reshape(T * B, GH)
                 if one_hot:
@@ -246,7 +252,7 @@ class RecurrentStack:
                     self.grads[n_ih] += dM[:, :-1]
                     db = dM[:, -1]
                 self.grads[n_bih] += db
-                if self.cell.BIASES_SUMMED:
+                if self.cell.biases_summed:
                     self.grads[n_bhh] += db
                 if want_dx:
                     dx_d = np.matmul(dA2, lc.W_ih[d], out=memory.empty((T * B, lc.W_ih[d].shape[1]), dtype))

@@ -1,4 +1,5 @@
-"""Embedding (or one-hot) -> fused nn.RNN / nn.LSTM / nn.GRU -> linear head, with weights from init.py."""
+"""Embedding (or one-hot) -> the cell's torch module (fused nn.RNN / nn.LSTM / nn.GRU, or a reference module) -> linear
+head, with weights from init.py."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnlab.cells.protocol import cell_for
 from rnnlab.models.init import init_parameters
 from rnnlab.models.spec import NetSpec
 
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for the LSTM
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for a cell with a c state
 
 
 @torch.no_grad()
@@ -33,29 +35,17 @@ class TorchRecurrentNet(nn.Module):
         self.embedding = (
             nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=spec.padding_idx) if spec.has_embedding else None
         )
-        kwargs = dict(
-            input_size=spec.input_size,
-            hidden_size=spec.hidden_size,
-            num_layers=spec.num_layers,
-            bidirectional=spec.bidirectional,
-            dropout=spec.dropout if spec.num_layers > 1 else 0.0,
-            batch_first=True,
-        )
-        if spec.cell == "rnn":
-            self.rnn: nn.RNNBase = nn.RNN(nonlinearity=spec.nonlinearity, **kwargs)
-        elif spec.cell == "lstm":
-            self.rnn = nn.LSTM(**kwargs)
-        elif spec.cell == "gru":
-            self.rnn = nn.GRU(**kwargs)
-        else:
-            raise ValueError(f"unknown cell {spec.cell!r}")
+        # the cell's torch counterpart: torch's fused nn.RNN / nn.LSTM / nn.GRU, or a reference module
+        dropout = spec.dropout if spec.num_layers > 1 else 0.0
+        self.rnn = cell_for(spec).torch_module(spec.input_size, spec.num_layers, spec.bidirectional, dropout)
         self.head = nn.Linear(spec.features, spec.num_outputs)
         self.load_arrays(init_parameters(spec, seed))
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Copy named NumPy arrays (torch layout) into the parameters; every parameter must be given."""
         copy_arrays_into(self, arrays)
-        self.rnn.flatten_parameters()
+        if hasattr(self.rnn, "flatten_parameters"):  # torch's fused modules (cuDNN wants one weight buffer)
+            self.rnn.flatten_parameters()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Token ids [B, T] -> embeddings or one-hot vectors; float features [B, T, F] pass through."""

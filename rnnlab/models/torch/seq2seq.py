@@ -16,19 +16,17 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnlab.cells.protocol import cell_for
 from rnnlab.models.seq2seq_spec import Seq2SeqSpec, check_spec, init_seq2seq_parameters
 from rnnlab.models.torch.recurrent import copy_arrays_into
 
 State = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # (h [L, B, H], c or None, feed or None)
 
 
-def _recurrent(spec: Seq2SeqSpec, input_size: int, bidirectional: bool) -> nn.RNNBase:
-    kwargs = dict(input_size=input_size, hidden_size=spec.hidden_size, num_layers=spec.num_layers,
-                  bidirectional=bidirectional, dropout=spec.dropout if spec.num_layers > 1 else 0.0,
-                  batch_first=True)  # fmt: skip
-    if spec.cell == "rnn":
-        return nn.RNN(nonlinearity=spec.nonlinearity, **kwargs)
-    return nn.LSTM(**kwargs) if spec.cell == "lstm" else nn.GRU(**kwargs)
+def _recurrent(spec: Seq2SeqSpec, input_size: int, bidirectional: bool) -> nn.Module:
+    """The cell's torch module (fused where torch has one), batch_first."""
+    dropout = spec.dropout if spec.num_layers > 1 else 0.0
+    return cell_for(spec).torch_module(input_size, spec.num_layers, bidirectional, dropout)
 
 
 class Attention(nn.Module):
@@ -75,7 +73,7 @@ class TorchSeq2Seq(nn.Module):
         self.tgt_embedding = nn.Embedding(spec.tgt_vocab_size, spec.embed_dim, padding_idx=spec.pad_id)
         self.decoder = _recurrent(spec, spec.decoder_input_size, False)
         self.bridge_h = nn.Linear(2 * H, H) if spec.bidirectional else None
-        self.bridge_c = nn.Linear(2 * H, H) if spec.bidirectional and spec.cell == "lstm" else None
+        self.bridge_c = nn.Linear(2 * H, H) if spec.bidirectional and len(cell_for(spec).states) == 2 else None
         self.attention = Attention(spec) if spec.has_attention else None
         self.output = nn.Linear(H, spec.tgt_vocab_size)
         self.load_arrays(init_seq2seq_parameters(spec, seed))
@@ -83,8 +81,9 @@ class TorchSeq2Seq(nn.Module):
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Copy named NumPy arrays (torch layout) into the parameters; every parameter must be given."""
         copy_arrays_into(self, arrays)
-        self.encoder.flatten_parameters()
-        self.decoder.flatten_parameters()
+        for module in (self.encoder, self.decoder):
+            if hasattr(module, "flatten_parameters"):  # torch's fused modules (cuDNN wants one weight buffer)
+                module.flatten_parameters()
 
     # ------------------------------------------------------------------------------------------------- encoder
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> tuple[dict[str, torch.Tensor], State]:

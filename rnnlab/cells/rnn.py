@@ -28,11 +28,15 @@ Conventions shared by the three cells (rnn.py, lstm.py, gru.py):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from rnnlab.cells.protocol import Cell, Params
+from rnnlab.cells.protocol import work_array as _work
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import add_matmul, column_sum
+from rnnlab.registry import CELLS
 
 GATES = 1
 BIASES_SUMMED = True  # b_ih and b_hh only ever appear as b_ih + b_hh: their gradients are equal
@@ -142,3 +146,55 @@ def backward(
     if db_hh is not None:  # (the caller may take it from db_ih instead: see BIASES_SUMMED)
         db_hh += column_sum(dA2)
     return dA, dh_next
+
+
+@CELLS.register("rnn", doc="Elman RNN (nn.RNN): h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act tanh or relu")
+class RNNCell(Cell):
+    """Elman RNN, torch.nn.RNN; ``model.nonlinearity`` picks tanh or relu."""
+
+    name = "rnn"
+    gates = GATES
+    gate_names = ("h",)
+    options = ("nonlinearity",)
+
+    def __init__(self, hidden_size: int, nonlinearity: str = "tanh"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(hidden_size, nonlinearity)
+
+    def forward(
+        self, Xp: np.ndarray, state0: tuple[np.ndarray, ...], p: Params, batch_sizes: Any = None, reverse: bool = False
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], Any]:
+        S, cache = forward(Xp, state0[0], p["weight_hh"], p["bias_hh"], batch_sizes, reverse, self.nonlinearity)
+        return S, (S[0 if reverse else Xp.shape[0]],), cache
+
+    def backward(
+        self, d_out: Any, d_final: tuple[Any, ...], cache: Any, g: Params, dh_norms: Any = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        dA, dh0 = backward(d_out, d_final[0], cache, g["weight_hh"], None, dh_norms=dh_norms)
+        return dA, (dh0,)
+
+    def prepare_step(self, p: Params) -> dict[str, Any]:
+        return {"W_hhT": memory.copy(p["weight_hh"].T)}
+
+    def step(self, x_side: np.ndarray, state: list[np.ndarray], prep: dict[str, Any]) -> None:
+        h = state[0]
+        pre = _work(prep, "pre", x_side.shape, h.dtype)
+        np.matmul(h, prep["W_hhT"], out=pre)
+        pre += x_side
+        if self.nonlinearity == "tanh":
+            np.tanh(pre, out=h)
+        else:
+            np.maximum(pre, 0, out=h)
+
+    def torch_module(self, input_size: int, num_layers: int, bidirectional: bool, dropout: float) -> Any:
+        from torch import nn
+
+        return nn.RNN(input_size, self.hidden_size, num_layers=num_layers, nonlinearity=self.nonlinearity,
+                      bidirectional=bidirectional, dropout=dropout, batch_first=True)  # fmt: skip
+
+    def torch_step(self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any]) -> tuple[Any, ...]:
+        import torch
+
+        a = x_side + state[0] @ p["weight_hh"].T + p["bias_hh"]
+        return (torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a),)

@@ -27,11 +27,15 @@ Implementation choices, for speed:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from rnnlab.cells.protocol import Cell, Params
+from rnnlab.cells.protocol import work_array as _work
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import add_matmul, column_sum
+from rnnlab.registry import CELLS
 
 GATES = 4
 SIGMOID_GATES = (0, 1, 3)  # i, f, o
@@ -190,3 +194,70 @@ def backward(
     if db_hh is not None:  # (the caller may take it from db_ih instead: see BIASES_SUMMED)
         db_hh += column_sum(dA2)
     return dA, dh_next, dc_next
+
+
+@CELLS.register("lstm", doc="long short-term memory (nn.LSTM), gates i, f, g, o")
+class LSTMCell(Cell):
+    """Long short-term memory without peepholes, torch.nn.LSTM (the ``standard`` variant)."""
+
+    name = "lstm"
+    gates = GATES
+    gate_names = ("i", "f", "g", "o")
+    states = ("h", "c")
+
+    def gate_scale(self, dtype: Any) -> np.ndarray:
+        return gate_scale(self.hidden_size, dtype)
+
+    def forward(
+        self, Xp: np.ndarray, state0: tuple[np.ndarray, ...], p: Params, batch_sizes: Any = None, reverse: bool = False
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], Any]:
+        S, C, cache = forward(Xp, state0[0], state0[1], p["weight_hh"], batch_sizes, reverse)
+        end = 0 if reverse else Xp.shape[0]
+        return S, (S[end], C[end]), cache
+
+    def backward(
+        self, d_out: Any, d_final: tuple[Any, ...], cache: Any, g: Params, dh_norms: Any = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        dA, dh0, dc0 = backward(d_out, d_final[0], d_final[1], cache, g["weight_hh"], None, dh_norms=dh_norms)
+        return dA, (dh0, dc0)
+
+    def gate_activations(self, cache: LSTMCache) -> np.ndarray:
+        return cache.A
+
+    def prepare_step(self, p: Params) -> dict[str, Any]:
+        s = self.gate_scale(p["weight_hh"].dtype)
+        return {"W_hhT": memory.copy((s[:, None] * p["weight_hh"]).T)}
+
+    def step(self, x_side: np.ndarray, state: list[np.ndarray], prep: dict[str, Any]) -> None:
+        h, c = state
+        H = self.hidden_size
+        pre = _work(prep, "pre", x_side.shape, h.dtype)
+        a = _work(prep, "a", x_side.shape, h.dtype)
+        tmp = _work(prep, "tmp", h.shape, h.dtype)
+        np.matmul(h, prep["W_hhT"], out=pre)
+        np.add(pre, x_side, out=a)
+        np.tanh(a, out=a)  # tanh(½ a) on the scaled rows of i, f, o; tanh(a) = g
+        a[..., : 2 * H] *= 0.5
+        a[..., : 2 * H] += 0.5
+        a[..., 3 * H :] *= 0.5
+        a[..., 3 * H :] += 0.5
+        i, f, g, o = a[..., :H], a[..., H : 2 * H], a[..., 2 * H : 3 * H], a[..., 3 * H :]
+        c *= f
+        np.multiply(i, g, out=tmp)
+        c += tmp
+        np.tanh(c, out=tmp)
+        np.multiply(o, tmp, out=h)
+
+    def torch_module(self, input_size: int, num_layers: int, bidirectional: bool, dropout: float) -> Any:
+        from torch import nn
+
+        return nn.LSTM(input_size, self.hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                       dropout=dropout, batch_first=True)  # fmt: skip
+
+    def torch_step(self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any]) -> tuple[Any, ...]:
+        import torch
+
+        h, c = state
+        i, f, g, o = (x_side + h @ p["weight_hh"].T + p["bias_hh"]).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c

@@ -18,11 +18,15 @@ the hidden side of the n gate get different gradients: d(W_in x_t + b_in) = da_n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from rnnlab.cells.protocol import Cell, Params
+from rnnlab.cells.protocol import work_array as _work
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import add_matmul, column_sum
+from rnnlab.registry import CELLS
 
 GATES = 3
 SIGMOID_GATES = (0, 1)  # r, z
@@ -184,3 +188,73 @@ def backward(
     add_matmul(dW_hh, dAh2.T, H_prev)
     db_hh += column_sum(dAh2)
     return dA, dh_next
+
+
+@CELLS.register("gru", doc="gated recurrent unit (nn.GRU), gates r, z, n")
+class GRUCell(Cell):
+    """Gated recurrent unit, torch.nn.GRU (the ``standard`` variant)."""
+
+    name = "gru"
+    gates = GATES
+    gate_names = ("r", "z", "n")
+    biases_summed = BIASES_SUMMED
+
+    def gate_scale(self, dtype: Any) -> np.ndarray:
+        return gate_scale(self.hidden_size, dtype)
+
+    def fold_bias(self, p: Params) -> np.ndarray:
+        return fold_bias(p["bias_ih"], p["bias_hh"])
+
+    def forward(
+        self, Xp: np.ndarray, state0: tuple[np.ndarray, ...], p: Params, batch_sizes: Any = None, reverse: bool = False
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], Any]:
+        S, cache = forward(Xp, state0[0], p["weight_hh"], p["bias_hh"], batch_sizes, reverse)
+        return S, (S[0 if reverse else Xp.shape[0]],), cache
+
+    def backward(
+        self, d_out: Any, d_final: tuple[Any, ...], cache: Any, g: Params, dh_norms: Any = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        dA, dh0 = backward(d_out, d_final[0], cache, g["weight_hh"], g["bias_hh"], dh_norms=dh_norms)
+        return dA, (dh0,)
+
+    def prepare_step(self, p: Params) -> dict[str, Any]:
+        s = self.gate_scale(p["weight_hh"].dtype)
+        return {"W_hhT": memory.copy((s[:, None] * p["weight_hh"]).T),
+                "b_hn": memory.copy(p["bias_hh"][2 * self.hidden_size :])}  # fmt: skip
+
+    def step(self, x_side: np.ndarray, state: list[np.ndarray], prep: dict[str, Any]) -> None:
+        h = state[0]
+        H = self.hidden_size
+        pre = _work(prep, "pre", x_side.shape, h.dtype)
+        a = _work(prep, "a", x_side.shape, h.dtype)
+        tmp = _work(prep, "tmp", h.shape, h.dtype)
+        np.matmul(h, prep["W_hhT"], out=pre)
+        rz = a[..., : 2 * H]
+        np.add(pre[..., : 2 * H], x_side[..., : 2 * H], out=rz)
+        np.tanh(rz, out=rz)
+        rz *= 0.5
+        rz += 0.5
+        r, z, n = a[..., :H], a[..., H : 2 * H], a[..., 2 * H :]
+        np.add(pre[..., 2 * H :], prep["b_hn"], out=n)
+        n *= r
+        n += x_side[..., 2 * H :]
+        np.tanh(n, out=n)
+        np.subtract(h, n, out=tmp)
+        tmp *= z
+        np.add(n, tmp, out=h)
+
+    def torch_module(self, input_size: int, num_layers: int, bidirectional: bool, dropout: float) -> Any:
+        from torch import nn
+
+        return nn.GRU(input_size, self.hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                      dropout=dropout, batch_first=True)  # fmt: skip
+
+    def torch_step(self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any]) -> tuple[Any, ...]:
+        import torch
+
+        h = state[0]
+        xr, xz, xn = x_side.chunk(3, dim=-1)
+        hr, hz, hn = (h @ p["weight_hh"].T + p["bias_hh"]).chunk(3, dim=-1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return ((1 - z) * n + z * h,)

@@ -1,0 +1,218 @@
+"""Every registered cell (rnnlab.registry.CELLS, built-in or not) against its oracles, through the cell protocol.
+
+* The NumPy network (the cell's hand-written forward and backward inside the stack) equals torch autograd on the
+  cell's torch counterpart in float64 to 1e-10: outputs, final states, every parameter's gradient, the embedding's
+  and the initial state's, for 1-3 layers, one or two directions, variable lengths and T = 1.
+* Its backward agrees with central finite differences of its own forward.
+* A cell's reference torch step (``torch_step`` in ``ReferenceRecurrent``) equals torch's fused module where one
+  exists, so the oracle of a cell without a fused module is itself checked against torch.
+* The batch-1 generation ``step`` equals a forward pass over the same tokens.
+* Adding a cell changes no existing run's numbers: a cell's extra parameters draw from their own keyed
+  generators, so the shared parameters are the standard cell's draws.
+* The cells register without importing torch, and no module outside rnnlab/cells/ branches on a cell's name.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rnnlab
+from rnnlab.cells.protocol import cell_class
+from rnnlab.models.init import init_parameters
+from rnnlab.models.numpy.net import NumpyRecurrentNet
+from rnnlab.models.spec import NetSpec
+from rnnlab.models.torch.recurrent import TorchRecurrentNet
+from rnnlab.models.torch.reference import ReferenceRecurrent
+from rnnlab.registry import CELLS
+
+pytestmark = pytest.mark.unit
+
+CELL_KEYS = [(e.name, e.variant) for e in CELLS.entries()]
+IDS = [f"{n}-{v}" for n, v in CELL_KEYS]
+LAYOUTS = [(1, False), (2, True), (3, False)]
+TOL = 1e-10
+
+
+def make_spec(cell: str, variant: str, num_layers: int = 1, bidirectional: bool = False, **kw) -> NetSpec:
+    defaults = dict(vocab_size=7, embed_dim=5, hidden_size=6, num_outputs=3)
+    defaults.update(kw)
+    return NetSpec(cell, num_layers=num_layers, bidirectional=bidirectional, variant=variant, **defaults)
+
+
+def pair(spec: NetSpec, seed: int = 3) -> tuple[NumpyRecurrentNet, TorchRecurrentNet]:
+    numpy_net = NumpyRecurrentNet(spec, seed, dtype=np.float64)
+    torch_net = TorchRecurrentNet(spec, seed).double()
+    torch_net.load_arrays(init_parameters(spec, seed))
+    return numpy_net, torch_net
+
+
+def as_tuple(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+@pytest.mark.parametrize(("cell", "variant"), CELL_KEYS, ids=IDS)
+@pytest.mark.parametrize(("num_layers", "bidirectional"), LAYOUTS)
+@pytest.mark.parametrize("T", [1, 6])
+def test_numpy_equals_torch_autograd(cell, variant, num_layers, bidirectional, T):
+    spec = make_spec(cell, variant, num_layers, bidirectional)
+    numpy_net, torch_net = pair(spec)
+    rng = np.random.default_rng(T * 10 + num_layers)
+    B, D, H = 4, spec.num_directions, spec.hidden_size
+    x = rng.integers(0, spec.vocab_size, (B, T))
+    lengths = np.array([T, max(T - 3, 1), T, 1])  # unsorted, with padding unless T == 1
+    n_states = len(cell_class(cell, variant).states)
+    state0 = tuple(rng.standard_normal((num_layers * D, B, H)) for _ in range(n_states))
+    out, final, cache = numpy_net.forward(x, lengths, state=state0 if n_states > 1 else state0[0])
+    d_out = rng.standard_normal(out.shape)
+    d_final = tuple(rng.standard_normal(s.shape) for s in as_tuple(final))
+    numpy_net.zero_grad()
+    d_state0 = as_tuple(numpy_net.backward(d_out, d_final if n_states > 1 else d_final[0], cache))
+
+    t_state0 = tuple(torch.tensor(s, requires_grad=True) for s in state0)
+    t_out, t_final = torch_net(torch.tensor(x), torch.tensor(lengths), t_state0 if n_states > 1 else t_state0[0])
+    loss = (t_out * torch.tensor(d_out)).sum()
+    for f, g in zip(as_tuple(t_final), d_final, strict=True):
+        loss = loss + (f * torch.tensor(g)).sum()
+    loss.backward()
+
+    np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=0, atol=TOL)
+    for a, b in zip(as_tuple(final), as_tuple(t_final), strict=True):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=0, atol=TOL)
+    grads = dict(torch_net.named_parameters())
+    for name, g in numpy_net.grads.items():
+        if name.startswith("head."):
+            continue
+        np.testing.assert_allclose(g, grads[name].grad.numpy(), rtol=0, atol=TOL, err_msg=name)
+    for a, b in zip(d_state0, t_state0, strict=True):
+        np.testing.assert_allclose(a, b.grad.numpy(), rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize(("cell", "variant"), CELL_KEYS, ids=IDS)
+def test_backward_agrees_with_finite_differences(cell, variant):
+    """dL/dθ of L = sum(out * G) + sum(final * G') from the NumPy backward vs central differences of forward."""
+    spec = make_spec(cell, variant, 2, True, vocab_size=4, embed_dim=3, hidden_size=3)
+    net = NumpyRecurrentNet(spec, 5, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 4, (2, 4))
+    lengths = np.array([4, 2])
+    out, final, cache = net.forward(x, lengths)
+    G = rng.standard_normal(out.shape)
+    Gf = tuple(rng.standard_normal(s.shape) for s in as_tuple(final))
+
+    def loss() -> float:
+        o, f, _ = net.forward(x, lengths)
+        return float(np.vdot(o, G) + sum(np.vdot(a, b) for a, b in zip(as_tuple(f), Gf, strict=True)))
+
+    net.zero_grad()
+    net.backward(G, Gf if isinstance(final, tuple) else Gf[0], cache)
+    eps = 1e-6
+    for name, p in net.params.items():
+        if name.startswith("head."):
+            continue
+        for idx in itertools.islice(np.ndindex(p.shape), 0, None, max(1, p.size // 6)):
+            keep = p[idx]
+            p[idx] = keep + eps
+            up = loss()
+            p[idx] = keep - eps
+            down = loss()
+            p[idx] = keep
+            numeric = (up - down) / (2 * eps)
+            assert abs(net.grads[name][idx] - numeric) < 1e-7 * max(1.0, abs(numeric)), (name, idx)
+
+
+@pytest.mark.parametrize(("cell", "variant"), CELL_KEYS, ids=IDS)
+def test_reference_torch_step_equals_the_fused_module(cell, variant):
+    """The reference module running the cell's torch_step, against the cell's own torch module (torch's fused one
+    where it exists): same outputs and gradients. For a cell whose torch module is the reference one, this compares
+    ReferenceRecurrent with itself, so the numpy-vs-torch test above is its check."""
+    spec = make_spec(cell, variant, 2, True)
+    _, torch_net = pair(spec)
+    fused = torch_net.rnn
+    cell_obj = cell_class(cell, variant).from_spec(spec)
+    reference = ReferenceRecurrent(cell_obj, spec.input_size, 2, True).double()
+    reference.load_state_dict(fused.state_dict())
+    rng = np.random.default_rng(2)
+    x = torch.tensor(rng.standard_normal((3, 5, spec.input_size)), requires_grad=True)
+    outs = []
+    for module in (fused, reference):
+        module.zero_grad()
+        out, final = module(x)
+        (out.sum() + sum(f.square().sum() for f in as_tuple(final))).backward()
+        outs.append((out.detach(), {k: p.grad.clone() for k, p in module.named_parameters()}))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=TOL)
+    for k, g in outs[0][1].items():
+        torch.testing.assert_close(g, outs[1][1][k], rtol=0, atol=TOL, msg=k)
+
+
+@pytest.mark.parametrize(("cell", "variant"), CELL_KEYS, ids=IDS)
+def test_generation_step_equals_forward(cell, variant):
+    spec = make_spec(cell, variant, 2, False)
+    net = NumpyRecurrentNet(spec, 4, dtype=np.float64)
+    ids = [1, 5, 2, 6, 0]
+    logits, state = net.forward_logits_last(ids[:2])
+    for token in ids[2:]:
+        logits, state = net.step(token, state)
+    expected, expected_state = net.forward_logits_last(ids)
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-12)
+    for a, b in zip(as_tuple(state), as_tuple(expected_state), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("cell", "variant"), [k for k in CELL_KEYS if k[1] != "standard"], ids=lambda k: str(k))
+def test_a_variant_keeps_the_standard_cells_draws(cell, variant):
+    """The parameters a variant shares with its standard cell are the same draws; its own come from keyed
+    generators (so the order of registration, or another cell's extras, changes nothing)."""
+    spec = make_spec(cell, variant, 2, True)
+    standard = init_parameters(make_spec(cell, "standard", 2, True), 7)
+    drawn = init_parameters(spec, 7)
+    extras = [n for n in drawn if n not in standard]
+    assert extras, "a variant without parameters of its own needs no test here"
+    for name, value in standard.items():
+        np.testing.assert_array_equal(drawn[name], value, err_msg=name)
+    again = init_parameters(make_spec(cell, variant, 1, False), 7)
+    for name in (n for n in extras if n.endswith("_l0")):
+        np.testing.assert_array_equal(again[name], drawn[name], err_msg=name)
+
+
+def test_registering_the_cells_imports_no_torch():
+    code = (
+        "import sys; from rnnlab.registry import CELLS; names = CELLS.names(); "
+        "[e.load() for e in CELLS.entries()]; print(len(names), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) >= 3
+    assert out[1] == "False"
+
+
+BUILTIN = {"rnn", "lstm", "gru"}
+
+
+def cell_name_branches(root: Path) -> list[str]:
+    """Comparisons with a built-in cell's name (``x == "lstm"``, ``x in ("rnn", "gru")``) outside rnnlab/cells/."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if "cells" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, ast.Compare):
+                continue
+            for operand in [node.left, *node.comparators]:
+                values = operand.elts if isinstance(operand, ast.Tuple | ast.List | ast.Set) else [operand]
+                if any(isinstance(v, ast.Constant) and v.value in BUILTIN for v in values):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return found
+
+
+def test_no_branch_on_a_cells_name_outside_the_cells(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text('def f(c):\n    return c == "lstm" or c in ("gru",)\n')
+    assert len(cell_name_branches(tmp_path / "pkg")) == 2  # the check sees both forms
+    assert cell_name_branches(Path(rnnlab.__file__).parent) == []

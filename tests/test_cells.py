@@ -182,6 +182,43 @@ def test_a_variant_keeps_the_standard_cells_draws(cell, variant):
         np.testing.assert_array_equal(again[name], drawn[name], err_msg=name)
 
 
+@pytest.mark.parametrize(("cell", "variant"), CELL_KEYS, ids=IDS)
+def test_seq2seq_numpy_equals_torch_autograd(cell, variant):
+    """The encoder-decoder of every cell (bidirectional encoder and its bridges, additive attention, teacher forcing
+    0.5): the loss and every parameter's gradient agree with torch autograd in float64."""
+    from torch.nn import functional as F
+
+    from rnnlab.models.numpy.losses import cross_entropy
+    from rnnlab.models.numpy.seq2seq import NumpySeq2Seq
+    from rnnlab.models.seq2seq_spec import Seq2SeqSpec, init_seq2seq_parameters
+    from rnnlab.models.torch.seq2seq import TorchSeq2Seq
+
+    spec = Seq2SeqSpec(cell, 9, 8, embed_dim=4, hidden_size=5, num_layers=2, bidirectional=True,
+                       attention="additive", variant=variant)  # fmt: skip
+    torch_net = TorchSeq2Seq(spec, 3).double()
+    torch_net.load_arrays(init_seq2seq_parameters(spec, 3))
+    numpy_net = NumpySeq2Seq(spec, 3, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    src_len = np.array([6, 2, 4, 3])
+    src = rng.integers(4, 9, (4, 6)) * (np.arange(6)[None, :] < src_len[:, None])
+    tgt = rng.integers(3, 8, (4, 7))
+    tgt[:, 0], tgt[:, -1] = 1, 2
+    y = tgt[:, 1:]
+    teacher = rng.random((4, 6)) < 0.5
+    teacher[:, 0] = True
+    logits, cache = numpy_net.forward(src, src_len, tgt[:, :-1], teacher, train=True)
+    loss, dlogits = cross_entropy(logits, y)
+    numpy_net.backward(dlogits, cache)
+    logits_t = torch_net(*(torch.as_tensor(a) for a in (src, src_len, tgt[:, :-1], teacher)))
+    loss_t = F.cross_entropy(logits_t.reshape(-1, 8), torch.as_tensor(y).reshape(-1))
+    loss_t.backward()
+    assert abs(loss - loss_t.item()) <= 1e-10 * abs(loss_t.item())
+    params = dict(torch_net.named_parameters())
+    assert set(params) == set(numpy_net.grads)
+    for name, p in params.items():
+        np.testing.assert_allclose(numpy_net.grads[name], p.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
 def test_registering_the_cells_imports_no_torch():
     code = (
         "import sys; from rnnlab.registry import CELLS; names = CELLS.names(); "

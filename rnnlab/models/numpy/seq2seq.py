@@ -104,7 +104,7 @@ class NumpySeq2Seq(NumpyParameters):
         self.grads = {k: memory.zeros(v.shape, self._dtype) for k, v in self.params.items()}
         self.rng = np.random.default_rng([seed, 1])  # dropout masks; part of ``state_dict``
         common = dict(params=self.params, grads=self.grads, rng=self.rng, nonlinearity=spec.nonlinearity,
-                      dropout=spec.dropout if spec.num_layers > 1 else 0.0)  # fmt: skip
+                      dropout=spec.dropout if spec.num_layers > 1 else 0.0, variant=spec.variant)  # fmt: skip
         self.encoder = RecurrentStack(spec.cell, spec.hidden_size, spec.num_layers, spec.bidirectional,
                                       prefix="encoder.", **common)  # fmt: skip
         self.decoder = RecurrentStack(spec.cell, spec.hidden_size, spec.num_layers, False, prefix="decoder.", **common)

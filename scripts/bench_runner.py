@@ -179,14 +179,17 @@ def build_bare(cfg: Any, seed: int) -> tuple[Any, Any, Any]:
     from torch import nn
 
     from rnnlab.build import build_task
+    from rnnlab.cells.protocol import cell_for
     from rnnlab.data.datamodules import build_datamodule
 
-    class CharLSTM(nn.Module):
-        def __init__(self, vocab: int, embed: int, hidden: int, outputs: int):
+    class CharModel(nn.Module):
+        """Embedding -> the cell's own torch module (torch's fused one for the built-in cells) -> linear head."""
+
+        def __init__(self, cell: Any, vocab: int, embed: int, outputs: int):
             super().__init__()
             self.embedding = nn.Embedding(vocab, embed)
-            self.rnn = nn.LSTM(embed, hidden, batch_first=True)
-            self.head = nn.Linear(hidden, outputs)
+            self.rnn = cell.torch_module(embed, 1, False, 0.0)
+            self.head = nn.Linear(cell.hidden_size, outputs)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             out, _ = self.rnn(self.embedding(x))
@@ -197,11 +200,14 @@ def build_bare(cfg: Any, seed: int) -> tuple[Any, Any, Any]:
     dm.setup("fit")
     reference = build_task(cfg, dm, seed).net  # exactly the runner's network and initial weights
     spec = reference.spec
-    if (spec.cell, spec.num_layers, spec.bidirectional, spec.embed_dim > 0) != ("lstm", 1, False, True):
-        raise SystemExit(f"bench_runner: the bare loop is written for a 1-layer embedding LSTM, not {spec}")
-    model = CharLSTM(spec.vocab_size, spec.embed_dim, spec.hidden_size, spec.num_outputs)
+    if (spec.num_layers, spec.bidirectional, spec.embed_dim > 0) != (1, False, True):
+        raise SystemExit(
+            f"bench_runner: the bare loop is written for a 1-layer, one-direction embedding model, not {spec}"
+        )
+    model = CharModel(cell_for(spec), spec.vocab_size, spec.embed_dim, spec.num_outputs)
     model.load_state_dict(reference.state_dict(), strict=True)
-    model.rnn.flatten_parameters()
+    if hasattr(model.rnn, "flatten_parameters"):
+        model.rnn.flatten_parameters()
     o = cfg.optimizer
     optimizer = torch.optim.Adam(
         model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, amsgrad=o.amsgrad

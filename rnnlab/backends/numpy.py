@@ -133,6 +133,7 @@ class NumpyBackend(Backend):
         return None if tensor is None else tensor.cpu().numpy()
 
     def tensor(self, array: Any) -> torch.Tensor:
+        """A NumPy output as a torch tensor sharing its memory (for the task's metric code)."""
         return torch.from_numpy(array)
 
     def _run(self, task: Any, inputs: tuple[Any, ...], state: Any, train: bool) -> tuple[Any, Any, Any, Any]:
@@ -168,7 +169,7 @@ class NumpyBackend(Backend):
     def predict(self, task: Any, inputs: tuple[Any, ...], state: Any = None) -> tuple[torch.Tensor, Any]:
         """The task's logits as a torch tensor (no dropout) and the final state (NumPy; None for a network head)."""
         _, final, _, logits = self._run(task, inputs, state, train=False)
-        return torch.from_numpy(logits), final
+        return self.tensor(logits), final
 
     def loss_and_backward(
         self, task: Any, batch: Any, scale: float = 1.0, state: Any = None
@@ -182,7 +183,7 @@ class NumpyBackend(Backend):
         if scale != 1.0:
             dlogits *= scale
         backward(dlogits)
-        return loss, torch.from_numpy(shaped), final
+        return loss, self.tensor(shaped), final
 
     def training_step(self, task: Any, batch: Any, batch_idx: int, state: Any = None) -> tuple[Any, Any, Any]:
         """Manual optimization: NumPy forward, loss gradient and BPTT; clipping; NumPy optimizer step.

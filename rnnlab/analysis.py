@@ -34,9 +34,7 @@ LAYER = re.compile(r"_l(\d+)(_reverse)?$")
 # ----------------------------------------------------------------------------------------------- glass box
 def current_weights(task: Any) -> dict[str, np.ndarray]:
     """The task network's parameters as float64 arrays by torch's names, whichever backend holds them."""
-    if task.is_numpy:
-        return {name: np.array(p, dtype=np.float64) for name, p in task.net.params.items()}
-    return {name: p.detach().cpu().double().numpy() for name, p in task.net.named_parameters()}
+    return task.backend.weights(task.net)
 
 
 def glass_box(task: Any) -> Any:
@@ -55,14 +53,14 @@ def batch_slice(batch: Any, n: int) -> Any:
 
 def hidden_gradient_norms(task: Any, batch: Any, clone: Any = None) -> np.ndarray:
     """||dL/dh_t|| over the batch for every layer/direction and step, [num_layers * num_directions, T], from the
-    task's own loss (its ``numpy_loss_and_backward``) at the current weights (``clone``: a ``glass_box(task)``
-    to reuse)."""
+    task's own loss (its head and objective, through the NumPy backend's ``loss_and_backward``) at the current
+    weights (``clone``: a ``glass_box(task)`` to reuse)."""
     clone = clone if clone is not None else glass_box(task)
     stack = clone.net.stack
     T = int(task.analysis_inputs(batch)[0].shape[1])
     norms = stack.dh_norms = np.zeros((stack.num_layers * stack.num_directions, T))
     try:
-        clone.numpy_loss_and_backward(batch)
+        clone.backend.loss_and_backward(clone, batch)
     finally:
         stack.dh_norms = None  # record during this backward only
     return norms
@@ -109,12 +107,7 @@ def layer_of(name: str) -> str:
 def gradient_norms_per_layer(task: Any) -> dict[str, float]:
     """The 2-norm of each layer group's gradient as it stands (after backward, before the optimizer step)."""
     squares: dict[str, float] = {}
-    if task.is_numpy:
-        items = ((name, np.asarray(g)) for name, g in task.net.grads.items())
-    else:
-        named = task.net.named_parameters()
-        items = ((name, p.grad.detach().double().cpu().numpy()) for name, p in named if p.grad is not None)
-    for name, g in items:
+    for name, g in task.backend.gradients(task.net):
         group = layer_of(name)
         squares[group] = squares.get(group, 0.0) + float(np.vdot(g, g))
     return {group: float(np.sqrt(v)) for group, v in squares.items()}

@@ -36,6 +36,7 @@ def instantiate_all(node: Any, what: str) -> list[tuple[str, Any]]:
 
 
 def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
+    from rnnlab.backends import backend as backend_named
     from rnnlab.models.init import init_parameters
     from rnnlab.models.spec import NetSpec
     from rnnlab.tasks import task_class
@@ -51,28 +52,18 @@ def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
         spec, initializer = task_cls.build_spec(cfg.model, datamodule), task_cls.init_arrays
     else:
         spec = NetSpec.from_model_config(cfg.model, len(datamodule.vocab), datamodule.num_outputs, **extra)
-    backend = str(cfg.model.backend)
-    numpy_extra = {}
-    if backend == "numpy":  # the NumPy task clips and accumulates itself, with the trainer's settings
-        numpy_extra = dict(
-            dtype="float64" if is_float64(cfg.trainer.precision) else "float32",
-            clip={"value": cfg.trainer.gradient_clip_val, "algorithm": cfg.trainer.gradient_clip_algorithm},
-            accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
-        )
+    backend = backend_named(cfg.model.backend)
+    float64 = is_float64(cfg.trainer.precision)
     task = task_cls(
         spec=spec.to_dict(),
         optimizer=container(cfg.optimizer),
         task=container(cfg.task),
         vocab=datamodule.vocab.itos,
         seed=seed,
-        backend=backend,
-        **numpy_extra,
+        backend=backend.name,
+        **backend.task_options(cfg.trainer, float64),  # NumPy: its dtype, and the clipping and accumulation it does
     )
-    if backend == "torch" and is_float64(cfg.trainer.precision):
-        # Convert before Lightning does, and copy the draws again: a float64 run then starts from the exact
-        # float64 arrays (not their float32 roundings), and a resumed checkpoint loads into float64 parameters.
-        task.double()
-        task.net.load_arrays(initializer(spec, seed))
+    backend.finish_build(task, float64, lambda: initializer(spec, seed))  # torch float64: the float64 draws
     return task
 
 

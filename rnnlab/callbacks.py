@@ -147,10 +147,10 @@ class DivergenceGuard(L.Callback):
 
     torch backend (automatic optimization): ``on_before_backward`` keeps each batch's loss tensor and
     ``on_before_optimizer_step`` (gradients complete, not yet clipped) adds the gradient norm to it and tests the
-    sum once: one device synchronisation per optimizer step. NumPy backend (manual optimization): the task's
-    ``numpy_training_step`` calls :meth:`check` with its loss (a Python float) and with the gradient norm its
-    clipping computes anyway (by norm; otherwise one ``np.vdot`` per array). Under fp16 mixed precision Inf
-    gradients are the loss scaler's business (it skips those steps), so only the loss is checked there.
+    sum once: one device synchronisation per optimizer step. NumPy backend (manual optimization): its
+    ``training_step`` (rnnlab.backends.numpy) calls :meth:`check` with its loss (a Python float) and with the
+    gradient norm its clipping computes anyway (by norm; otherwise one ``np.vdot`` per array). Under fp16 mixed
+    precision Inf gradients are the loss scaler's business (it skips those steps), so only the loss is checked there.
 
     A finite loss can diverge too (SGD at a huge learning rate with clipping on climbs to 1e30 and stays
     finite): with ``max_loss_factor`` (default 1e6) the run also stops when the training loss exceeds that factor
@@ -190,8 +190,8 @@ class DivergenceGuard(L.Callback):
             self._losses.append((self._batch_idx, loss.detach()))
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if getattr(pl_module, "is_numpy", False):
-            return  # the NumPy task has checked before its own clipping
+        if getattr(getattr(pl_module, "backend", None), "checks_divergence_itself", False):
+            return  # the NumPy backend's training step has checked before its own clipping
         losses, self._losses = self._losses, []
         norm = None
         if self.check_gradients and getattr(trainer.precision_plugin, "scaler", None) is None:

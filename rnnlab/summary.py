@@ -48,9 +48,11 @@ def log_hparams_with_metrics(trainer: Any, hparams: dict[str, Any], metrics: dic
 
 
 def count_parameters(model: Any) -> int:
-    """The network's trainable numbers: torch parameters, or the NumPy arrays of model.backend=numpy."""
-    if getattr(model, "is_numpy", False):
-        return int(sum(p.size for p in model.net.params.values()))
+    """The network's trainable numbers: torch parameters, or the NumPy arrays of model.backend=numpy (the task's
+    backend counts them; a plain torch module's parameters otherwise)."""
+    counter = getattr(getattr(model, "backend", None), "count_parameters", None)
+    if counter is not None:
+        return counter(model)
     return int(sum(p.numel() for p in model.parameters()))
 
 

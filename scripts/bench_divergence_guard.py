@@ -8,10 +8,10 @@ config (random token ids stand in for Shakespeare: the cost of a check does not 
   loss) and ``on_before_optimizer_step`` (total gradient norm with foreach norms, added to the loss, one
   ``isfinite`` test), against one full training step (zero_grad, forward, cross-entropy, backward,
   ``clip_grad_norm_(5)``, Adam step).
-* numpy: what ``numpy_training_step`` adds: finding the guard among the trainer's callbacks and two float tests
-  (the loss, and the norm that clipping by norm returns anyway), against one NumPy training step (forward, loss,
-  BPTT, ``clip_gradients``, Adam); and ``numpy_grad_norm`` (one ``np.vdot`` per array), which runs instead of the
-  free norm when clipping is off or by value.
+* numpy: what the NumPy backend's ``training_step`` adds: finding the guard among the trainer's callbacks and two
+  float tests (the loss, and the norm that clipping by norm returns anyway), against one NumPy training step
+  (forward, loss, BPTT, ``clip_gradients``, Adam); and ``numpy_grad_norm`` (one ``np.vdot`` per array), which
+  runs instead of the free norm when clipping is off or by value.
 
 Each timing is the median of ``--rounds`` blocks of ``--iters`` calls (a block of steps: ``--steps`` steps).
 
@@ -92,8 +92,8 @@ def median_block(fn: Any, n: int, rounds: int) -> float:
 def bench_torch(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
+    from rnnlab.backends.torch import build_optimizer
     from rnnlab.callbacks import DivergenceGuard
-    from rnnlab.tasks.base import build_optimizer
 
     cfg, task = build("torch", args.vocab, args.overrides)
     b, t = cfg.data.batch_size, cfg.data.seq_len
@@ -149,8 +149,7 @@ def bench_numpy(args: argparse.Namespace) -> dict[str, float]:
     def step() -> None:
         for g in net.grads.values():
             g.fill(0.0)
-        task._numpy_state_in = None
-        loss, _ = task.numpy_loss_and_backward(batch)
+        loss, _, _ = task.backend.loss_and_backward(task, batch)
         state["norm"] = clip_gradients(net.grads, clip, "norm")
         optimizer.step(net.grads)
         state["loss"] = loss

@@ -97,7 +97,7 @@ def test_gradient_norms_per_layer(backend):
     if backend == "torch":
         F.cross_entropy(task(x, lengths), y).backward()
     else:
-        task.numpy_loss_and_backward((x, lengths, y))
+        task.backend.loss_and_backward(task, (x, lengths, y))
     norms = gradient_norms_per_layer(task)
     assert set(norms) == {"embedding", "rnn.l0", "rnn.l1", "head"}
     grads = (

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import rnnlab.cli
+from rnnlab.backends.numpy import NumpyBackend
 from rnnlab.errors import DivergenceError, RnnlabError
 from rnnlab.tasks.classify import ClassifyTask
 from rnnlab.train import train
@@ -74,17 +75,17 @@ def _inject(monkeypatch: pytest.MonkeyPatch, backend: str, kind: str) -> None:
 
         monkeypatch.setattr(ClassifyTask, "on_after_backward", on_after_backward, raising=False)
     else:
-        backward = ClassifyTask.numpy_loss_and_backward
+        backward = NumpyBackend.loss_and_backward
 
-        def numpy_loss_and_backward(self, batch, scale=1.0):
-            loss, aux = backward(self, batch, scale)
-            if self.global_step == BAD_STEP:
+        def loss_and_backward(self, task, batch, scale=1.0, state=None):
+            loss, logits, final = backward(self, task, batch, scale, state)
+            if task.global_step == BAD_STEP:
                 if kind == "loss":
-                    return float("nan"), aux
-                next(iter(self.net.grads.values())).flat[0] = np.inf
-            return loss, aux
+                    return float("nan"), logits, final
+                next(iter(task.net.grads.values())).flat[0] = np.inf
+            return loss, logits, final
 
-        monkeypatch.setattr(ClassifyTask, "numpy_loss_and_backward", numpy_loss_and_backward)
+        monkeypatch.setattr(NumpyBackend, "loss_and_backward", loss_and_backward)
 
 
 @pytest.mark.parametrize(

@@ -343,7 +343,7 @@ def test_a_residual_forecast_with_a_zero_head_is_persistence_in_original_units(c
     train(compose(*AIRLINE, f"model.backend={backend}", "trainer.max_steps=2", "trainer.precision=64"))
     run = recorder.runs[-1]
     model = run.model
-    if model.is_numpy:
+    if model.hparams.backend == "numpy":
         for name in ("head.weight", "head.bias"):
             model.net.params[name][...] = 0.0
     else:

@@ -132,7 +132,7 @@ def watch_weights() -> tuple[Any, dict[str, dict[str, np.ndarray]]]:
     weights: dict[str, dict[str, np.ndarray]] = {"start": {}, "end": {}}
 
     def copy_into(when: str, model: Any) -> None:
-        if model.is_numpy:
+        if model.hparams.backend == "numpy":
             named = list(model.net.params.items())
         else:
             named = [(name, p.detach().cpu().numpy()) for name, p in model.named_parameters()]

@@ -1,6 +1,6 @@
 """rnnlab.models.numpy.optim: SGD, Adam, Adagrad and gradient clipping, step by step against torch.
 
-The torch side is built by the project's own ``rnnlab.tasks.base.build_optimizer`` from the same config dict (the
+The torch side is built by the project's own ``rnnlab.backends.torch.build_optimizer`` from the same config dict (the
 structured config, converted as ``train`` converts it); on CPU torch runs its single-tensor ("for-loop") code.
 """
 
@@ -18,6 +18,7 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities.enums import GradClipAlgorithmType
 from omegaconf import OmegaConf
 
+from rnnlab.backends.torch import build_optimizer as build_torch_optimizer
 from rnnlab.config import AdagradConfig, AdamConfig, OptimizerConfig, SGDConfig
 from rnnlab.models.numpy.optim import (
     SGD,
@@ -29,7 +30,6 @@ from rnnlab.models.numpy.optim import (
     clip_grad_value,
     clip_gradients,
 )
-from rnnlab.tasks.base import build_optimizer as build_torch_optimizer
 
 pytestmark = pytest.mark.unit
 

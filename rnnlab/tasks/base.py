@@ -1,116 +1,51 @@
-"""What every task shares: the network (from the chosen backend), the vocabulary and the optimizer."""
+"""What every task shares: the network and the training step (from the chosen backend), the vocabulary and the
+optimizer.
+
+A task states once what is its own: its ``head`` (how logits come from the network), its ``objective`` (the loss
+and its gradient, rnnlab.tasks.objectives), how a batch splits into network inputs and targets, and its metrics.
+The backend (rnnlab.backends, chosen by ``model.backend``) supplies the rest: building the network, forward,
+backward and the parameter update, checkpoint state, generation. No task module looks at which backend runs it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 
+from rnnlab.backends import backend as backend_named
 from rnnlab.data.vocab import CharVocab
-from rnnlab.models.factory import build_network
 from rnnlab.models.spec import NetSpec
+from rnnlab.tasks.objectives import CrossEntropy
 
-OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad"}
-
-
-def build_optimizer(params: Any, optimizer: dict[str, Any]) -> torch.optim.Optimizer:
-    """torch.optim.{SGD, Adam, Adagrad} from the optimizer config (keys are the optimizer's arguments)."""
-    kwargs = {k: v for k, v in optimizer.items() if k != "name"}
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(kwargs["betas"])
-    return getattr(torch.optim, OPTIMIZERS[optimizer["name"]])(params, **kwargs)
-
-
-def arrays_to_tensors(obj: Any) -> Any:
-    """NumPy arrays inside nested dicts/lists as torch tensors (sharing memory), so that checkpoints load with
-    torch.load(weights_only=True), as Lightning does when it restores the best checkpoint."""
-    import numpy as np
-
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(obj)
-    if isinstance(obj, dict):
-        return {k: arrays_to_tensors(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(arrays_to_tensors(v) for v in obj)
-    return obj
-
-
-def tensors_to_arrays(obj: Any) -> Any:
-    """The inverse of ``arrays_to_tensors``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().numpy()
-    if isinstance(obj, dict):
-        return {k: tensors_to_arrays(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(tensors_to_arrays(v) for v in obj)
-    return obj
-
-
-class NumpyOptimizer(torch.optim.Optimizer):
-    """Presents a NumPy optimizer to Lightning as a torch optimizer, so that manual optimization counts its
-    steps (``global_step``, ``max_steps``, logging intervals), LearningRateMonitor reads its learning rate, and
-    checkpoints save and restore its state through the usual ``state_dict`` / ``load_state_dict``.
-
-    Its single param group holds a placeholder tensor that is never used; the NumPy optimizer updates the
-    network's NumPy arrays with the NumPy gradients.
-    """
-
-    def __init__(self, numpy_optimizer: Any, grads: dict[str, Any]):
-        self.numpy_optimizer = numpy_optimizer
-        self.grads = grads
-        placeholder = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
-        super().__init__([placeholder], {"lr": numpy_optimizer.lr})
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        loss = closure() if closure is not None else None
-        self.numpy_optimizer.lr = self.param_groups[0]["lr"]  # a scheduler may have changed it
-        self.numpy_optimizer.step(self.grads)
-        return loss
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for g in self.grads.values():
-            g.fill(0.0)
-
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        return {"numpy": arrays_to_tensors(self.numpy_optimizer.state_dict()), "lr": self.param_groups[0]["lr"]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
-        self.numpy_optimizer.load_state_dict(tensors_to_arrays(state_dict["numpy"]))
-        self.param_groups[0]["lr"] = state_dict["lr"]
-
-
-_NAMED_NUMPY_OPTIMIZERS: dict[str, type[NumpyOptimizer]] = {}
-
-
-def named_numpy_optimizer(numpy_optimizer: Any, grads: dict[str, Any]) -> NumpyOptimizer:
-    """A NumpyOptimizer whose class is named like the torch optimizer it mirrors ("SGD", "Adam", "Adagrad"), so
-    that LearningRateMonitor logs the same tag (``lr-Adam``, ...) for both backends."""
-    name = type(numpy_optimizer).__name__
-    cls = _NAMED_NUMPY_OPTIMIZERS.get(name)
-    if cls is None:
-        cls = type(name, (NumpyOptimizer,), {"__module__": __name__, "__qualname__": f"NumpyOptimizer.{name}"})
-        _NAMED_NUMPY_OPTIMIZERS[name] = cls
-    return cls(numpy_optimizer, grads)
-
-
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """A 63-bit seed for one training step of one process, from (seed, step, rank) alone."""
-    return int(np.random.SeedSequence([seed % 2**63, step, rank]).generate_state(1, np.uint64)[0] >> 1)
+HEADS = ("final", "per_step", "network")
 
 
 class RecurrentTask(L.LightningModule):
     """Base LightningModule. Its hyperparameters (spec, optimizer, task options, vocabulary, seed, backend,
     dtype, clipping) go into every checkpoint, so ``load_from_checkpoint`` rebuilds the model with no other input.
 
-    Backends: with ``backend="torch"`` Lightning optimizes automatically (autograd, torch.optim, its own gradient
-    clipping). With ``backend="numpy"`` the task optimizes manually: ``numpy_loss_and_backward`` (defined by each
-    task) runs the NumPy forward, loss and hand-written backward; then the same clipping formula and a NumPy
-    optimizer with torch.optim's formula update the arrays. Both go through the same Lightning loop, logging,
-    callbacks and checkpoints.
+    A subclass declares:
+
+    * ``head``: ``"final"`` (logits = head(last_hidden(final state)): one output per sequence), ``"per_step"``
+      (logits = head(outputs) at every step) or ``"network"`` (the network ends in its own output layer:
+      logits = net(*net_inputs));
+    * ``objective``: a loss with a torch and a NumPy form (rnnlab.tasks.objectives);
+    * ``net_inputs(batch)`` and ``batch_targets(batch)`` when the defaults ((inputs, lengths or None) and the last
+      element) do not fit, and ``prediction_offset(x)`` for a term added to the head's output;
+    * ``training_metrics`` and its evaluation (``validation_step`` / ``test_step``), on torch tensors.
+
+    The backend (``self.backend``) runs the training step: with ``backend="torch"`` Lightning optimizes
+    automatically (autograd, torch.optim, its own gradient clipping); with ``backend="numpy"`` the backend optimizes
+    manually (the NumPy forward, the objective's NumPy gradient, the hand-written backward, the same clipping formula
+    and a NumPy optimizer with torch.optim's formula). Both go through the same Lightning loop, logging, callbacks
+    and checkpoints.
     """
+
+    head: str = "final"
+    objective: Any = CrossEntropy()
+    spec_class: Any = NetSpec
 
     def __init__(
         self,
@@ -126,79 +61,61 @@ class RecurrentTask(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the run logs a flat, readable copy itself
-        self.spec = NetSpec(**spec)
+        if self.head not in HEADS:
+            raise ValueError(f"{type(self).__name__}.head must be one of {HEADS}, got {self.head!r}")
+        self.spec = self.spec_class(**spec)
         self.vocab = CharVocab(vocab)
-        self.backend = backend
-        self.is_numpy = backend == "numpy"
-        self.net = build_network(self.spec, seed, backend, dtype=dtype)
-        if self.is_numpy:
-            self.automatic_optimization = False
-        self._pending_numpy_state: dict[str, Any] | None = None
+        self.backend = backend_named(backend)
+        self.net = self.backend.build_network(self.spec, seed, dtype)
+        self.automatic_optimization = self.backend.automatic_optimization
+
+    # ------------------------------------------------------------------------------------ what a batch holds
+    def net_inputs(self, batch: Any) -> tuple[Any, ...]:
+        """The network's inputs of a batch (torch tensors or None): (inputs, lengths or None) by default; a
+        ``"network"`` head takes whatever its network's forward takes."""
+        return self.analysis_inputs(batch)
+
+    def batch_targets(self, batch: Any) -> torch.Tensor:
+        """The targets the objective compares the logits with: the batch's last element by default."""
+        return batch[-1]
+
+    def prediction_offset(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A term added to the head's output (a baseline the network corrects), or None."""
+        return None
+
+    # --------------------------------------------------------------------------------------------- steps
+    def predict(self, inputs: tuple[Any, ...], state: Any = None) -> tuple[torch.Tensor, Any]:
+        """Logits (a torch tensor for either backend; with autograd on the torch backend) and the final state."""
+        return self.backend.predict(self, inputs, state)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, logits, _ = self.backend.training_step(self, batch, batch_idx)
+        self.log_training(batch, loss, logits)
+        return loss
+
+    def log_training(self, batch: Any, loss: torch.Tensor, logits: torch.Tensor | None) -> None:
+        """train/loss and the task's ``training_metrics``, every step."""
+        n = self.batch_size_of(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        for name, value in self.training_metrics(batch, loss, logits).items():
+            self.log(f"train/{name}", value, batch_size=n)
+
+    def training_metrics(self, batch: Any, loss: torch.Tensor, logits: torch.Tensor | None) -> dict[str, Any]:
+        """Metrics of a training batch besides the loss (name -> value), from the step's logits."""
+        return {}
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if not self.is_numpy:
-            # torch's dropout draws from the global torch RNG, which a restart reseeds and which data loaders
-            # also draw from; seeding it from (seed, step, rank) makes every step's masks the same in a resumed
-            # run as in an uninterrupted one. (The NumPy backend keeps its dropout RNG in the checkpoint.)
-            torch.manual_seed(step_seed(int(self.hparams.seed), int(self.global_step), int(self.global_rank)))
+        self.backend.on_train_batch_start(self)
 
-    # ------------------------------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self.is_numpy:
-            from rnnlab.models.numpy.optim import build_optimizer as build_numpy_optimizer
+        return self.backend.configure_optimizers(self)
 
-            return named_numpy_optimizer(build_numpy_optimizer(self.net.params, self.hparams.optimizer), self.net.grads)
-        return build_optimizer(self.parameters(), self.hparams.optimizer)
-
-    def numpy_training_step(self, batch: Any, batch_idx: int) -> tuple[torch.Tensor, Any]:
-        """Manual optimization: NumPy forward, loss gradient and BPTT; clipping; NumPy optimizer step.
-
-        With ``accumulate_grad_batches`` k, gradients of k batches (each scaled by 1/k, as Lightning does)
-        are summed before a step; the last, possibly shorter, group of an epoch steps too.
-        """
-        from rnnlab.callbacks import divergence_guard, numpy_grad_norm
-        from rnnlab.models.numpy.optim import clip_gradients
-
-        k = int(self.hparams.accumulate_grad_batches)
-        optimizer = self.optimizers()
-        first_of_group = batch_idx % k == 0
-        if first_of_group:
-            optimizer.zero_grad()
-        loss, aux = self.numpy_loss_and_backward(batch, scale=1.0 / k)
-        guard = divergence_guard(self._trainer)  # NaN/Inf check of the loss and the unclipped gradient norm
-        if guard is not None and guard.check_loss:
-            guard.check(self._trainer, "train/loss", float(loss), batch_idx)
-        last_batch = self.trainer.is_last_batch if self.trainer is not None else False
-        if (batch_idx + 1) % k == 0 or last_batch:
-            clip = self.hparams.clip or {}
-            value, algorithm = clip.get("value"), clip.get("algorithm") or "norm"
-            by_norm = value is not None and float(value) > 0 and str(algorithm).lower() == "norm"
-            norm = None
-            if guard is not None and guard.check_gradients and not by_norm:  # value clipping clamps an Inf away
-                norm = numpy_grad_norm(self.net.grads)
-            if value is not None:
-                total = clip_gradients(self.net.grads, value, algorithm)
-                norm = total if by_norm else norm  # clipping by norm returns the norm before clipping
-            if guard is not None and guard.check_gradients and norm is not None:
-                guard.check(self._trainer, "gradient norm", norm, batch_idx)
-            optimizer.step()
-        return torch.tensor(loss, dtype=torch.float64 if self.net.dtype.itemsize == 8 else torch.float32), aux
-
-    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
-        """NumPy forward, loss, and backward into ``self.net.grads`` (gradients scaled by ``scale``).
-        Returns the loss and whatever the task needs for its training metrics."""
-        raise NotImplementedError(f"{type(self).__name__} does not define its NumPy step")
-
-    # ------------------------------------------------------------------------------ numpy checkpoints
+    # ----------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.is_numpy:
-            checkpoint["numpy_backend"] = arrays_to_tensors(self.net.state_dict())
+        self.backend.on_save_checkpoint(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.is_numpy:
-            if "numpy_backend" not in checkpoint:
-                raise ValueError("this checkpoint was not written by the NumPy backend (no 'numpy_backend' entry)")
-            self.net.load_state_dict(tensors_to_arrays(checkpoint["numpy_backend"]))
+        self.backend.on_load_checkpoint(self, checkpoint)
 
     @staticmethod
     def analysis_inputs(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -5,17 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from rnnlab.tasks.base import RecurrentTask
+from rnnlab.tasks.objectives import CrossEntropy
 
 
 class ClassifyTask(RecurrentTask):
-    """Logs train/loss, train/acc and, per epoch, {val,test}/loss, {val,test}/acc, {val,test}/f1 (macro) and, for
-    two classes, {val,test}/auroc (ROC AUC of the class-1 probability). After every validation a confusion-matrix
-    image (``val/confusion_matrix``; rows: true class, columns: predicted) goes to TensorBoard and the run's
-    figures."""
+    """Cross-entropy of the class logits from the final hidden state. Logs train/loss, train/acc and, per epoch,
+    {val,test}/loss, {val,test}/acc, {val,test}/f1 (macro) and, for two classes, {val,test}/auroc (ROC AUC of the
+    class-1 probability). After every validation a confusion-matrix image (``val/confusion_matrix``; rows: true
+    class, columns: predicted) goes to TensorBoard and the run's figures."""
+
+    head = "final"
+    objective = CrossEntropy()
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -35,43 +38,16 @@ class ClassifyTask(RecurrentTask):
         return {"loss", "acc", "f1"} | ({"auroc"} if self.spec.num_outputs == 2 else set())
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if self.is_numpy:
-            _, final, _ = self.net.forward(x.cpu().numpy(), lengths.cpu().numpy(), train=False)
-            logits, _ = self.net.head_forward(self.net.last_hidden(final))
-            return torch.from_numpy(logits)
-        _, final = self.net(x, lengths)
-        return self.net.head(self.net.last_hidden(final))
+        """Logits [B, C] (a torch tensor for either backend)."""
+        return self.predict((x, lengths))[0]
 
-    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
-        from rnnlab.models.numpy.losses import cross_entropy
-
-        x, lengths, y = (t.cpu().numpy() for t in batch)
-        net = self.net
-        _, final, cache = net.forward(x, lengths, train=True)
-        logits, head_cache = net.head_forward(net.last_hidden(final))
-        loss, dlogits = cross_entropy(logits, y)
-        if scale != 1.0:
-            dlogits *= scale
-        d_features = net.head_backward(dlogits, head_cache)
-        net.backward(None, net.last_hidden_backward(d_features), cache)
-        return loss, torch.from_numpy(logits)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, lengths, y = batch
-        if self.is_numpy:
-            loss, logits = self.numpy_training_step(batch, batch_idx)
-        else:
-            logits = self(x, lengths)
-            loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(-1) == y).float().mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
-        self.log("train/acc", acc, batch_size=len(y))
-        return loss
+    def training_metrics(self, batch: Any, loss: torch.Tensor, logits: torch.Tensor | None) -> dict[str, Any]:
+        return {"acc": (logits.argmax(-1) == batch[2]).float().mean()}
 
     def _evaluate(self, batch: Any, stage: str) -> None:
         x, lengths, y = batch
         logits = self(x, lengths)
-        loss = F.cross_entropy(logits, y)
+        loss = self.objective.torch(logits, y)
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(y), sync_dist=True)
         for name in ("acc", "f1"):
             metric = self.metrics[f"{stage}_{name}"]

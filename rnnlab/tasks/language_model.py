@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from torch.nn import functional as F
 from torchmetrics import MeanMetric
 
-from rnnlab.tasks.base import RecurrentTask, arrays_to_tensors, tensors_to_arrays
+from rnnlab.tasks.base import RecurrentTask
+from rnnlab.tasks.objectives import CrossEntropy
 
 LN2 = math.log(2.0)
 
@@ -47,6 +47,9 @@ class LanguageModelTask(RecurrentTask):
     ``figures/``). With ``data.tbptt=true`` the state is carried across batches (see the module docstring).
     """
 
+    head = "per_step"
+    objective = CrossEntropy()
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if self.spec.bidirectional:
@@ -58,7 +61,6 @@ class LanguageModelTask(RecurrentTask):
         # the running evaluation, in the backend's own type (torch tensors or NumPy arrays); None is zeros
         self.train_state: Any = None
         self.eval_state: Any = None
-        self._numpy_state_in: Any = None  # the state numpy_loss_and_backward starts from (set per step)
 
     @property
     def tbptt(self) -> bool:
@@ -69,55 +71,27 @@ class LanguageModelTask(RecurrentTask):
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """Logits [B, T, V] (a torch tensor for either backend) and the final state (the backend's own type)."""
-        if self.is_numpy:
-            out, state, _ = self.net.forward(x.cpu().numpy(), state=state, train=False)
-            b, t, f = out.shape
-            logits, _ = self.net.head_forward(out.reshape(b * t, f))
-            return torch.from_numpy(logits.reshape(b, t, -1)), state
-        out, state = self.net(x, state=state)
-        return self.net.head(out), state
+        return self.predict((x, None), state)
 
     def _loss(self, batch: Any, state: Any = None) -> tuple[torch.Tensor, Any]:
         """Mean cross-entropy (nats per character) of a batch started from ``state``, and the final state."""
         x, y = batch
-        logits, final = self(x, self._state_on_device(state))
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)), final
-
-    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
-        """NumPy forward from ``_numpy_state_in`` (None: zeros), loss, BPTT. Returns (loss, final state copy).
-
-        The gradient of the initial state that ``backward`` returns is dropped: truncated BPTT."""
-        from rnnlab.models.numpy.losses import cross_entropy
-
-        x, y = (t.cpu().numpy() for t in batch)
-        state, self._numpy_state_in = self._numpy_state_in, None
-        net = self.net
-        out, final, cache = net.forward(x, state=state, train=True)
-        b, t, f = out.shape
-        logits, head_cache = net.head_forward(out.reshape(b * t, f))
-        loss, dlogits = cross_entropy(logits, y.reshape(-1))
-        if scale != 1.0:
-            dlogits *= scale
-        d_out = net.head_backward(dlogits, head_cache).reshape(b, t, f)
-        net.backward(d_out, None, cache)
-        return loss, _copy_state(final)
+        logits, final = self(x, state)
+        return self.objective.torch(logits, y), final
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         carry = self.tbptt
         if carry and batch_idx == 0:
             self.train_state = None  # every epoch starts from zeros (a mid-epoch resume starts at batch_idx > 0)
         state = self.train_state if carry else None
-        if self.is_numpy:
-            self._numpy_state_in = state
-            loss, final = self.numpy_training_step(batch, batch_idx)
-        else:
-            loss, final = self._loss(batch, state)
+        loss, _, final = self.backend.training_step(self, batch, batch_idx, state)
         if carry:
-            self.train_state = _detach_state(final)
-        n = len(batch[0])
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/bpc", loss / LN2, batch_size=n)
+            self.train_state = self.backend.carried(final)
+        self.log_training(batch, loss, None)
         return loss
+
+    def training_metrics(self, batch: Any, loss: torch.Tensor, logits: torch.Tensor | None) -> dict[str, Any]:
+        return {"bpc": loss / LN2}
 
     def _eval_step(self, stage: str, batch: Any, batch_idx: int) -> None:
         carry = self.tbptt
@@ -125,7 +99,7 @@ class LanguageModelTask(RecurrentTask):
             self.eval_state = None
         loss, final = self._loss(batch, self.eval_state if carry else None)
         if carry:
-            self.eval_state = _detach_state(final)
+            self.eval_state = self.backend.carried(final)
         self.nll[stage].update(loss, weight=batch[1].numel())
 
     def validation_metrics(self, datamodule: Any) -> set[str]:
@@ -143,33 +117,16 @@ class LanguageModelTask(RecurrentTask):
     def on_test_epoch_start(self) -> None:
         self.eval_state = None
 
-    def _state_on_device(self, state: Any) -> Any:
-        """A carried or restored state as the backend needs it (torch: on this module's device and dtype)."""
-        if state is None or self.is_numpy:
-            return state
-        dtype = self.net.head.weight.dtype
-        if isinstance(state, tuple):
-            return tuple(s.to(self.device, dtype) for s in state)
-        return state.to(self.device, dtype)
-
     # ------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.train_state is not None:
-            state = self.train_state
-            if self.is_numpy:
-                state = arrays_to_tensors(_copy_state(state))
-            else:
-                state = tuple(s.detach().cpu().clone() for s in state) if isinstance(state, tuple) else state.cpu()
-            checkpoint["tbptt_state"] = state
+            checkpoint["tbptt_state"] = self.backend.state_to_checkpoint(self.train_state)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("tbptt_state")
-        if state is not None and self.is_numpy:
-            state = tensors_to_arrays(state)
-            state = tuple(state) if isinstance(state, list | tuple) else state
-        self.train_state = state
+        self.train_state = None if state is None else self.backend.state_from_checkpoint(state)
 
     def _log_split(self, stage: str) -> None:
         nll = self.nll[stage].compute()  # torchmetrics adds up the processes of a multi-process run here
@@ -224,8 +181,9 @@ class LanguageModelTask(RecurrentTask):
     ) -> str:
         """Sample ``length`` characters after ``prompt`` ("" starts from a newline), one step at a time.
 
-        Both backends share the sampler (``sample_next``, NumPy generator seeded with ``seed``), so equal
-        networks give equal samples. The NumPy backend steps with its batch-1 fast path. Given a list
+        The backend runs the network (``prompt`` then one ``step`` per character, in evaluation mode; the NumPy
+        backend steps with its batch-1 fast path) and both share the sampler (``sample_next``, NumPy generator
+        seeded with ``seed``), so equal networks give equal samples. Given a list
         ``record``, every step appends the distribution its character is drawn from (``next_char_probs``:
         temperature and top_k applied, float64 [V]); recording costs one more softmax per step and does not
         change the draws, so it is off unless asked for.
@@ -234,29 +192,19 @@ class LanguageModelTask(RecurrentTask):
             raise ValueError("temperature must be > 0")
         rng = np.random.default_rng(seed)
         context = prompt or ("\n" if "\n" in self.vocab.stoi else self.vocab.itos[0])
-        ids = self.vocab.encode(context)
         out: list[int] = []
-        if self.is_numpy:
-            logits, state = self.net.forward_logits_last(ids)
+        was_training = self.training
+        self.eval()
+        try:
+            logits, state = self.backend.prompt(self.net, self.vocab.encode(context))
             for _ in range(length):
                 if record is not None:
                     record.append(next_char_probs(logits, temperature, top_k))
                 nxt = sample_next(logits, temperature, top_k, rng)
                 out.append(nxt)
-                logits, state = self.net.step(nxt, state)
-            return prompt + self.vocab.decode(out)
-        was_training = self.training
-        self.eval()
-        x = torch.as_tensor(ids, device=self.device)[None]
-        logits_t, state = self(x)
-        for _ in range(length):
-            logits = logits_t[0, -1].double().cpu().numpy()
-            if record is not None:
-                record.append(next_char_probs(logits, temperature, top_k))
-            nxt = sample_next(logits, temperature, top_k, rng)
-            out.append(nxt)
-            logits_t, state = self(torch.tensor([[nxt]], device=self.device), state)
-        self.train(was_training)
+                logits, state = self.backend.step(self.net, nxt, state)
+        finally:
+            self.train(was_training)
         return prompt + self.vocab.decode(out)
 
 
@@ -337,20 +285,3 @@ def next_char_probs_figure(
     ax.set_title(f"next-character probabilities (temperature {temperature:g}, top_k {top_k}{at})", fontsize=9)
     fig.colorbar(image, ax=ax, label="probability")
     return fig
-
-
-def _copy_state(state: Any) -> Any:
-    """A NumPy state (array, or (h, c)) copied out of the network's work arrays."""
-    if state is None:
-        return None
-    return tuple(np.array(s, copy=True) for s in state) if isinstance(state, tuple) else np.array(state, copy=True)
-
-
-def _detach_state(state: Any) -> Any:
-    """The carried state without history: torch tensors detached (no graph into the previous batch); NumPy
-    arrays are plain values already (their backward stops at the window's start by construction)."""
-    if isinstance(state, torch.Tensor):
-        return state.detach()
-    if isinstance(state, tuple) and state and isinstance(state[0], torch.Tensor):
-        return tuple(s.detach() for s in state)
-    return state

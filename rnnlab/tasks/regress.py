@@ -12,59 +12,27 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 from torchmetrics import MeanSquaredError
 
 from rnnlab.tasks.base import RecurrentTask
+from rnnlab.tasks.objectives import MSE
 
 
 class RegressTask(RecurrentTask):
     """Logs train/loss (MSE), {val,test}/mse and {val,test}/mse_baseline: the MSE of always predicting the training
     targets' mean, taken from the data module (the adding problem's 0.167), so a curve can be read against it."""
 
+    head = "final"
+    objective = MSE()
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.mse = torch.nn.ModuleDict({"val": MeanSquaredError(), "test": MeanSquaredError()})
 
-    def prediction_offset(self, x: torch.Tensor) -> torch.Tensor | None:
-        """A term added to the head's output [B, num_outputs] (a baseline the network corrects), or None."""
-        return None
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predictions [B, num_outputs] for float inputs [B, T, F] (a torch tensor for either backend)."""
-        if self.is_numpy:
-            _, final, _ = self.net.forward(x.cpu().numpy(), train=False)
-            pred = torch.from_numpy(self.net.head_forward(self.net.last_hidden(final))[0])
-        else:
-            _, final = self.net(x)
-            pred = self.net.head(self.net.last_hidden(final))
-        offset = self.prediction_offset(x)
-        return pred if offset is None else pred + offset.to(pred.dtype)
-
-    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
-        from rnnlab.models.numpy.losses import mse
-
-        x, y = (t.cpu().numpy() for t in batch)
-        net = self.net
-        _, final, cache = net.forward(x, train=True)
-        pred, head_cache = net.head_forward(net.last_hidden(final))
-        offset = self.prediction_offset(batch[0])  # d(pred + offset)/d pred = 1: the gradient is unchanged
-        if offset is not None:
-            pred = pred + offset.cpu().numpy().astype(pred.dtype)
-        loss, dpred = mse(pred, y.reshape(pred.shape))  # forecast targets [B, horizon, K] are flat here
-        if scale != 1.0:
-            dpred *= scale
-        net.backward(None, net.last_hidden_backward(net.head_backward(dpred, head_cache)), cache)
-        return loss, None
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if self.is_numpy:
-            loss = self.numpy_training_step(batch, batch_idx)[0]
-        else:
-            x, y = batch
-            loss = F.mse_loss(self(x), y.to(self.net.head.weight.dtype))
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[1]))
-        return loss
+        """Predictions [B, num_outputs] for float inputs [B, T, F] (a torch tensor for either backend), with
+        ``prediction_offset`` added."""
+        return self.predict((x, None))[0]
 
     def _evaluate(self, batch: Any, stage: str) -> None:
         x, y = batch

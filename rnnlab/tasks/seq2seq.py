@@ -26,15 +26,14 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from rnnlab.data.vocab import CharVocab
 from rnnlab.models.decoding import beam_search, greedy_decode, strip_special
 from rnnlab.models.seq2seq_spec import Seq2SeqSpec, init_seq2seq_parameters
 from rnnlab.tasks.base import RecurrentTask
+from rnnlab.tasks.objectives import CrossEntropy
 
 IGNORE = -100
 VISIBLE = {" ": "␣"}  # heatmap tick labels: a blank would be invisible
@@ -130,42 +129,12 @@ class Seq2SeqTask(RecurrentTask):
     """Logs train/loss and train/acc (teacher-forced next-token accuracy) per step; {val,test}/loss, /bleu and
     /exact_match per evaluation; val/attention heatmaps (module docstring)."""
 
-    def __init__(
-        self,
-        spec: dict[str, Any],
-        optimizer: dict[str, Any],
-        task: dict[str, Any],
-        vocab: list[str],
-        seed: int,
-        backend: str = "torch",
-        dtype: str = "float32",
-        clip: dict[str, Any] | None = None,
-        accumulate_grad_batches: int = 1,
-    ):
-        # RecurrentTask.__init__ builds a NetSpec network; this task builds an encoder-decoder instead and shares
-        # the rest (optimizers, the NumPy training step, NumPy checkpoints)
-        L.LightningModule.__init__(self)
-        self.save_hyperparameters(  # explicitly: Lightning reads init arguments from frames that call super()
-            dict(spec=spec, optimizer=optimizer, task=task, vocab=vocab, seed=seed, backend=backend, dtype=dtype,
-                 clip=clip, accumulate_grad_batches=accumulate_grad_batches),
-            logger=False,
-        )  # fmt: skip
-        self.spec = Seq2SeqSpec(**spec)
-        self.vocab = CharVocab(vocab)  # the source vocabulary
-        self.backend = backend
-        self.is_numpy = backend == "numpy"
-        if self.is_numpy:
-            from rnnlab.models.numpy.seq2seq import NumpySeq2Seq
+    head = "network"  # the encoder-decoder ends in its own output layer: logits = net(src, src_len, tgt_in, teacher)
+    objective = CrossEntropy(ignore_index=IGNORE)
+    spec_class = Seq2SeqSpec
 
-            self.net: Any = NumpySeq2Seq(self.spec, seed, dtype=np.dtype(dtype))
-            self.automatic_optimization = False
-        elif backend == "torch":
-            from rnnlab.models.torch.seq2seq import TorchSeq2Seq
-
-            self.net = TorchSeq2Seq(self.spec, seed)
-        else:
-            raise ValueError(f"model.backend={backend} is not available")
-        self._pending_numpy_state: dict[str, Any] | None = None
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self._teacher: np.ndarray | None = None  # this training step's teacher-forcing choices
         self._eval: dict[str, dict[str, Any]] = {}
         self._heatmaps: list[tuple[list[str], list[str], np.ndarray]] = []
@@ -220,47 +189,36 @@ class Seq2SeqTask(RecurrentTask):
         out[out == pad_id] = IGNORE
         return out
 
-    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
-        from rnnlab.models.numpy.losses import cross_entropy
+    def net_inputs(self, batch: Any) -> tuple[Any, ...]:
+        """(src, src_len, tgt_in, teacher) of a training batch: the decoder reads <sos> y_1 .. y_n, and this
+        step's teacher-forcing choices (None: always the gold token)."""
+        src, src_len, tgt, _ = batch
+        teacher = None if self._teacher is None else torch.from_numpy(self._teacher).to(tgt.device)
+        return src, src_len, tgt[:, :-1], teacher
 
-        src, src_len, tgt, _ = (t.cpu().numpy() for t in batch)
-        y = self.targets(batch[2], self.spec.pad_id).cpu().numpy()
-        logits, cache = self.net.forward(src, src_len, tgt[:, :-1], self._teacher, train=True)
-        loss, dlogits = cross_entropy(logits, y, ignore_index=IGNORE)
-        if scale != 1.0:
-            dlogits *= scale
-        self.net.backward(dlogits, cache)
-        return loss, torch.from_numpy(logits)
+    def batch_targets(self, batch: Any) -> torch.Tensor:
+        return self.targets(batch[2], self.spec.pad_id)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        src, src_len, tgt, _ = batch
-        y = self.targets(tgt, self.spec.pad_id)
+        tgt = batch[2]
         self._teacher = self.teacher_choices(tgt.shape[0], tgt.shape[1] - 1, batch_idx)
-        if self.is_numpy:
-            loss, logits = self.numpy_training_step(batch, batch_idx)
-        else:
-            teacher = None if self._teacher is None else torch.from_numpy(self._teacher).to(tgt.device)
-            logits = self.net(src, src_len, tgt[:, :-1], teacher)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+        return super().training_step(batch, batch_idx)
+
+    def training_metrics(self, batch: Any, loss: torch.Tensor, logits: torch.Tensor | None) -> dict[str, Any]:
+        y = self.batch_targets(batch)
         mask = y != IGNORE
-        acc = (logits.argmax(-1).to(y.device) == y)[mask].float().mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
-        self.log("train/acc", acc, batch_size=len(y))
-        return loss
+        return {"acc": (logits.argmax(-1).to(y.device) == y)[mask].float().mean()}
 
     # ---------------------------------------------------------------------------------------- evaluation
     def forced_logits(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [B, T, V] (no dropout, no gradient), a torch tensor for either backend."""
-        if self.is_numpy:
-            logits, _ = self.net.forward(src.cpu().numpy(), src_len.cpu().numpy(), tgt_in.cpu().numpy(), None)
-            return torch.from_numpy(logits)
         with torch.no_grad():
-            return self.net(src, src_len, tgt_in)
+            return self.predict((src, src_len, tgt_in, None))[0]
 
     def decode(self, src: torch.Tensor, src_len: torch.Tensor) -> list[list[int]]:
         """Token ids decoded from the model's own predictions (greedy or beam search), <eos> excluded."""
         t, s = self.hparams.task, self.spec
-        src_in, len_in = (src.cpu().numpy(), src_len.cpu().numpy()) if self.is_numpy else (src, src_len)
+        src_in, len_in = self.backend.array(src), self.backend.array(src_len)
         beam = int(t.get("beam_size", 1))
         max_len = int(t.get("max_decode_len", 40))
         if beam <= 1:
@@ -289,7 +247,7 @@ class Seq2SeqTask(RecurrentTask):
     def _keep_heatmaps(self, src: torch.Tensor, src_len: torch.Tensor) -> None:
         """Greedy decoding of a few validation sequences with their attention weights, for ``val/attention``."""
         s = self.spec
-        src_in, len_in = (src.cpu().numpy(), src_len.cpu().numpy()) if self.is_numpy else (src, src_len)
+        src_in, len_in = self.backend.array(src), self.backend.array(src_len)
         max_len = int(self.hparams.task.get("max_decode_len", 40))
         hyps, weights = greedy_decode(self.net, src_in, len_in, max_len, s.sos_id, s.eos_id, with_attention=True)
         target_itos = self._target_itos()

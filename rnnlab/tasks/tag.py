@@ -2,8 +2,9 @@
 directions when bidirectional, the default for this task: conf/task/tag.yaml).
 
 Model: logits_t = W [h_t^fwd ; h_t^bwd] + b for every step t < length (the head shared over time). With
-``lengths``, the torch backend packs the batch and the NumPy backend runs ``forward(x, lengths)``: either way a
-sequence sees only its own tokens, the backward direction starts at its last token, and padding changes nothing.
+``lengths``, the network of either backend runs packed sequences: a sequence sees only its own tokens, the
+backward direction starts at its last token, and padding changes nothing (steps past a length output zeros and get
+zero gradient, so they leave the weights alone).
 
 Loss: the mean cross-entropy over the labelled steps, -1/|M| sum_{(b,t) in M} log softmax(logits_bt)[y_bt] with
 M = {(b, t): y_bt != -100} (padding and unscored steps carry label -100, torch's ``ignore_index``).
@@ -23,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from rnnlab.tasks.base import RecurrentTask
+from rnnlab.tasks.objectives import CrossEntropy
 
 IGNORE = -100
 
@@ -83,6 +85,9 @@ class TagTask(RecurrentTask):
     """Cross-entropy over the labelled steps. Logs train/loss and train/acc per step, {val,test}/loss and /acc per
     evaluation, and for BIO labels /entity_f1, /entity_precision and /entity_recall (module docstring)."""
 
+    head = "per_step"
+    objective = CrossEntropy(ignore_index=IGNORE)
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._eval: dict[str, dict[str, Any]] = {}
@@ -90,42 +95,11 @@ class TagTask(RecurrentTask):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, C] (a torch tensor for either backend); rows past a sequence's length are meaningless
         (their labels are -100)."""
-        if self.is_numpy:
-            out, _, _ = self.net.forward(x.cpu().numpy(), lengths.cpu().numpy(), train=False)
-            b, t, f = out.shape
-            logits, _ = self.net.head_forward(out.reshape(b * t, f))
-            return torch.from_numpy(logits.reshape(b, t, -1))
-        out, _ = self.net(x, lengths)
-        return self.net.head(out)
+        return self.predict((x, lengths))[0]
 
-    def numpy_loss_and_backward(self, batch: Any, scale: float = 1.0) -> tuple[float, Any]:
-        """NumPy forward (masked by the lengths), head, cross-entropy over the labelled steps, head and BPTT
-        backward. Steps past a length output zeros and get zero gradient, so they leave the weights alone."""
-        from rnnlab.models.numpy.losses import cross_entropy
-
-        x, lengths, y = (t.cpu().numpy() for t in batch)
-        net = self.net
-        out, _, cache = net.forward(x, lengths, train=True)
-        b, t, f = out.shape
-        logits, head_cache = net.head_forward(out.reshape(b * t, f))
-        loss, dlogits = cross_entropy(logits, y.reshape(-1), ignore_index=IGNORE)
-        if scale != 1.0:
-            dlogits *= scale
-        net.backward(net.head_backward(dlogits, head_cache).reshape(b, t, f), None, cache)
-        return loss, torch.from_numpy(logits.reshape(b, t, -1))
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, lengths, y = batch
-        if self.is_numpy:
-            loss, logits = self.numpy_training_step(batch, batch_idx)
-        else:
-            logits = self(x, lengths)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
-        mask = y != IGNORE
-        acc = (logits.argmax(-1) == y)[mask].float().mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
-        self.log("train/acc", acc, batch_size=len(y))
-        return loss
+    def training_metrics(self, batch: Any, loss: torch.Tensor, logits: torch.Tensor | None) -> dict[str, Any]:
+        y = batch[2]
+        return {"acc": (logits.argmax(-1) == y)[y != IGNORE].float().mean()}
 
     # ------------------------------------------------------------------------------------------- evaluation
     def _evaluate(self, batch: Any, stage: str) -> None:

@@ -1,0 +1,80 @@
+"""The two backends: what differs between NumPy from scratch and PyTorch, behind one interface.
+
+A task (rnnlab/tasks/) states its head, its objective and its metrics once; the backend of ``model.backend``
+builds the network and runs it:
+
+* ``numpy`` (:class:`rnnlab.backends.numpy.NumpyBackend`): the NumPy network, forward with a cache, the objective's
+  NumPy loss and gradient, the hand-written backward, clipping and a NumPy optimizer, all under Lightning's manual
+  optimization; its arrays are saved in the checkpoint's ``numpy_backend`` entry;
+* ``torch`` (:class:`rnnlab.backends.torch.TorchBackend`): the torch network (fused cells), the objective's torch
+  loss, autograd and torch.optim under Lightning's automatic optimization.
+
+``backend(name)`` imports the chosen module only when asked (this package imports nothing heavy), so a NumPy run
+never needs the torch network's module and the torch backend never imports the NumPy network
+(tests/test_layering.py).
+
+The interface (each method takes the task module or its network; both backends hand torch tensors to the task's
+metric code):
+
+* ``name``, ``automatic_optimization``, ``checks_divergence_itself``;
+* building: ``task_options(trainer_cfg, float64)`` (the task's extra hyperparameters), ``build_network(spec, seed,
+  dtype)``, ``finish_build(task, float64, initial_arrays)``;
+* running: ``array(tensor)`` and ``tensor(array)`` (batch tensors in the backend's own arrays and back),
+  ``predict(task, inputs, state)`` -> (logits as a torch tensor, final state), ``training_step(task, batch,
+  batch_idx, state)`` -> (loss tensor, logits tensor, final state), ``configure_optimizers(task)``,
+  ``on_train_batch_start(task)``;
+* checkpoints and carried state: ``on_save_checkpoint`` / ``on_load_checkpoint``, ``state_in(task, state)``,
+  ``carried(state)``, ``state_to_checkpoint(state)``, ``state_from_checkpoint(state)``;
+* generation: ``prompt(net, ids)`` -> (logits float64 [V], state) and ``step(net, token, state)``;
+* inspection: ``weights(net)`` (float64 arrays by torch's names), ``gradients(net)`` ((name, array) pairs),
+  ``count_parameters(task)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+BACKENDS: dict[str, str] = {
+    "numpy": "rnnlab.backends.numpy:NumpyBackend",
+    "torch": "rnnlab.backends.torch:TorchBackend",
+}
+
+_instances: dict[str, Any] = {}
+
+
+class Backend:
+    """What both backends share: a name, by which a backend also compares equal to its name (so code that reads a
+    task's ``backend`` as the config's string, ``task.backend == "numpy"``, keeps working)."""
+
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Backend):
+            return other.name == self.name
+        if isinstance(other, str):
+            return other == self.name
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+def backend(name: Any) -> Any:
+    """The backend called ``name`` ("numpy" or "torch", or the config's enum member), imported on first use."""
+    key = str(getattr(name, "value", name))
+    found = _instances.get(key)
+    if found is not None:
+        return found
+    target = BACKENDS.get(key)
+    if target is None:
+        raise ValueError(f"model.backend={key} is not available")
+    module, _, attr = target.partition(":")
+    found = _instances[key] = getattr(importlib.import_module(module), attr)()
+    return found

@@ -1,0 +1,162 @@
+"""model.backend=torch: torch networks (nn.RNN / nn.LSTM / nn.GRU, fused kernels), the objective's torch loss,
+autograd and torch.optim under Lightning's automatic optimization (its own clipping and accumulation).
+
+This module never imports the NumPy network (tests/test_layering.py): the task's objective is called through the
+object the task holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnnlab.backends import Backend
+
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad"}
+
+
+def build_optimizer(params: Any, optimizer: dict[str, Any]) -> torch.optim.Optimizer:
+    """torch.optim.{SGD, Adam, Adagrad} from the optimizer config (keys are the optimizer's arguments)."""
+    kwargs = {k: v for k, v in optimizer.items() if k != "name"}
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    return getattr(torch.optim, OPTIMIZERS[optimizer["name"]])(params, **kwargs)
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A 63-bit seed for one training step of one process, from (seed, step, rank) alone."""
+    return int(np.random.SeedSequence([seed % 2**63, step, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def detach_state(state: Any) -> Any:
+    """A state (tensor, or (h, c)) without autograd history: no graph into the previous batch."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple) and state and isinstance(state[0], torch.Tensor):
+        return tuple(s.detach() for s in state)
+    return state
+
+
+class TorchBackend(Backend):
+    """The torch backend (see rnnlab.backends for the interface)."""
+
+    name = "torch"
+    automatic_optimization = True  # Lightning runs backward, clipping, accumulation and the optimizer
+    checks_divergence_itself = False  # the divergence guard checks in on_before_optimizer_step
+
+    # ------------------------------------------------------------------------------------------- building
+    def task_options(self, trainer_cfg: Any, float64: bool) -> dict[str, Any]:
+        """Nothing beyond the common hyperparameters: Lightning applies the trainer's precision and clipping."""
+        return {}
+
+    def build_network(self, spec: Any, seed: int, dtype: str = "float32") -> Any:
+        """A torch network in float32 (Lightning converts for other precisions; ``finish_build`` for float64)."""
+        from rnnlab.models.seq2seq_spec import Seq2SeqSpec
+
+        if isinstance(spec, Seq2SeqSpec):
+            from rnnlab.models.torch.seq2seq import TorchSeq2Seq
+
+            return TorchSeq2Seq(spec, seed)
+        from rnnlab.models.torch.recurrent import TorchRecurrentNet
+
+        return TorchRecurrentNet(spec, seed)
+
+    def finish_build(self, task: Any, float64: bool, initial_arrays: Callable[[], dict[str, np.ndarray]]) -> None:
+        """For a float64 run: convert before Lightning does, and copy the draws again, so the run starts from the
+        exact float64 arrays (not their float32 roundings) and a resumed checkpoint loads into float64 parameters."""
+        if float64:
+            task.double()
+            task.net.load_arrays(initial_arrays())
+
+    # -------------------------------------------------------------------------------------------- running
+    def array(self, tensor: Any) -> Any:
+        return tensor
+
+    def tensor(self, array: Any) -> Any:
+        return array
+
+    def _logits(self, task: Any, inputs: tuple[Any, ...], state: Any) -> tuple[torch.Tensor, Any]:
+        net = task.net
+        if task.head == "network":
+            return net(*inputs), None
+        x, lengths = inputs
+        out, final = net(x, lengths, state=self.state_in(task, state))
+        logits = net.head(net.last_hidden(final) if task.head == "final" else out)
+        offset = task.prediction_offset(x)
+        if offset is not None:
+            logits = logits + offset.to(logits.dtype)
+        return logits, final
+
+    def predict(self, task: Any, inputs: tuple[Any, ...], state: Any = None) -> tuple[torch.Tensor, Any]:
+        """The task's logits (with autograd when enabled) and the final state (None for a network head)."""
+        return self._logits(task, inputs, state)
+
+    def training_step(self, task: Any, batch: Any, batch_idx: int, state: Any = None) -> tuple[Any, Any, Any]:
+        """Forward and the objective's torch loss; Lightning does the rest (backward, clipping, optimizer)."""
+        logits, final = self._logits(task, task.net_inputs(batch), state)
+        return task.objective.torch(logits, task.batch_targets(batch)), logits, final
+
+    def configure_optimizers(self, task: Any) -> torch.optim.Optimizer:
+        return build_optimizer(task.parameters(), task.hparams.optimizer)
+
+    def on_train_batch_start(self, task: Any) -> None:
+        # torch's dropout draws from the global torch RNG, which a restart reseeds and which data loaders also draw
+        # from; seeding it from (seed, step, rank) makes every step's masks the same in a resumed run as in an
+        # uninterrupted one. (The NumPy backend keeps its dropout RNG in the checkpoint.)
+        torch.manual_seed(step_seed(int(task.hparams.seed), int(task.global_step), int(task.global_rank)))
+
+    # ------------------------------------------------------------------------------ checkpoints and state
+    def on_save_checkpoint(self, task: Any, checkpoint: dict[str, Any]) -> None:
+        """Nothing: the parameters are in Lightning's state_dict."""
+
+    def on_load_checkpoint(self, task: Any, checkpoint: dict[str, Any]) -> None:
+        """Nothing: Lightning loads the state_dict."""
+
+    def state_in(self, task: Any, state: Any) -> Any:
+        """A carried or restored state on the module's device and in its dtype."""
+        if state is None:
+            return None
+        dtype = task.net.head.weight.dtype
+        if isinstance(state, tuple):
+            return tuple(s.to(task.device, dtype) for s in state)
+        return state.to(task.device, dtype)
+
+    def carried(self, state: Any) -> Any:
+        """The final state to carry into the next batch: detached (the gradient stops at the window's start)."""
+        return detach_state(state)
+
+    def state_to_checkpoint(self, state: Any) -> Any:
+        return tuple(s.detach().cpu().clone() for s in state) if isinstance(state, tuple) else state.cpu()
+
+    def state_from_checkpoint(self, state: Any) -> Any:
+        return state
+
+    # ----------------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def prompt(self, net: Any, ids: Any) -> tuple[np.ndarray, Any]:
+        """Run a prompt (token ids, batch 1) through the network: the last position's logits (float64 [V]) and
+        the final state."""
+        x = torch.as_tensor(ids, device=net.head.weight.device)[None]
+        out, state = net(x, state=None)
+        return net.head(out)[0, -1].double().cpu().numpy(), state
+
+    @torch.no_grad()
+    def step(self, net: Any, token: int, state: Any) -> tuple[np.ndarray, Any]:
+        """One token from ``state``: its logits (float64 [V]) and the new state."""
+        out, state = net(torch.tensor([[token]], device=net.head.weight.device), state=state)
+        return net.head(out)[0, -1].double().cpu().numpy(), state
+
+    # ----------------------------------------------------------------------------------------- inspection
+    def weights(self, net: Any) -> dict[str, np.ndarray]:
+        return {name: p.detach().cpu().double().numpy() for name, p in net.named_parameters()}
+
+    def gradients(self, net: Any) -> Iterator[tuple[str, np.ndarray]]:
+        for name, p in net.named_parameters():
+            if p.grad is not None:
+                yield name, p.grad.detach().double().cpu().numpy()
+
+    def count_parameters(self, task: Any) -> int:
+        return int(sum(p.numel() for p in task.parameters()))

@@ -214,7 +214,7 @@ def apply_lr(checkpoint: dict[str, Any], lr: float) -> None:
             continue
         for group in state.get("param_groups") or []:
             group["lr"] = lr
-        if "lr" in state:  # rnnlab.tasks.base.NumpyOptimizer's state
+        if "lr" in state:  # rnnlab.backends.numpy.NumpyOptimizer's state
             state["lr"] = lr
 
 

@@ -161,6 +161,7 @@ class Seq2SeqTask(RecurrentTask):
             pad_id=int(datamodule.pad_id),
             sos_id=int(datamodule.sos_id),
             eos_id=int(datamodule.eos_id),
+            variant=str(model_cfg.get("variant", "standard")),
         )
 
     @staticmethod

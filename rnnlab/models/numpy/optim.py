@@ -396,7 +396,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adagrad": A
 
 
 def build_optimizer(params: Mapping[str, np.ndarray], optimizer_cfg: Mapping[str, Any]) -> Optimizer:
-    """SGD, Adam or Adagrad from the optimizer config, as ``rnnlab.tasks.base.build_optimizer`` builds torch's:
+    """SGD, Adam or Adagrad from the optimizer config, as ``rnnlab.backends.torch.build_optimizer`` builds torch's:
     ``name`` picks the class, every other key is a constructor argument (``betas`` becomes a tuple)."""
     kwargs = {str(k): v for k, v in optimizer_cfg.items() if k != "name"}
     name = str(optimizer_cfg["name"])

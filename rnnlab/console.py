@@ -59,8 +59,7 @@ def report(
         return
     lines = [
         "",
-        f"== rnnlab: {cfg.task.name.value} | {cfg.model.cell.value} ({cfg.model.backend.value}) | "
-        f"data={cfg.data.name} | seed={seed} ==",
+        f"== rnnlab: {cfg.task.name} | {cfg.model.cell} ({cfg.model.backend}) | data={cfg.data.name} | seed={seed} ==",
     ]
     shown = {**{k: v for k, v in metrics.items() if k.startswith("val/")}, **test_metrics}
     if shown:

@@ -27,10 +27,11 @@ from hydra.errors import HydraException
 import rnnlab.data.datamodules as datamodules
 from rnnlab.checks import check_checkpoint_file
 from rnnlab.cli import config_dir
-from rnnlab.config import TASK_DATA, validate
+from rnnlab.config import validate
 from rnnlab.errorlines import one_line_error
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.generate import UsageError, generate, parse
+from rnnlab.registry import DATASETS, TASKS
 from rnnlab.runtime.rundir import check_new_dir, run_files_in, sweep_files_in
 from rnnlab.train import train
 
@@ -206,9 +207,9 @@ def test_validate_accepts_the_edges(raw_compose, overrides):
 @pytest.mark.unit
 def test_every_task_refuses_every_other_kind_of_data():
     """Each data option with its own task validates; with any other task's node swapped in it is refused."""
-    tasks = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
-    datas = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
-    task_of_kind = {kind: name.value for name, kind in TASK_DATA.items()}
+    tasks = sorted(TASKS.names())
+    datas = sorted(DATASETS.names())
+    task_of_kind = {entry.meta["accepts"]: entry.name for entry in TASKS.entries()}
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         task_nodes = {task: hydra_compose("train", overrides=[f"task={task}"]).task for task in tasks}
         for data in datas:
@@ -224,7 +225,7 @@ def test_every_task_refuses_every_other_kind_of_data():
                 other.task = task_nodes[task]
                 with pytest.raises(ConfigError) as info:
                     validate(other)
-                assert_names(line_of(info.value), [f"task={task} cannot train on data={data}", kind.value])
+                assert_names(line_of(info.value), [f"task={task} cannot train on data={data}", kind])
     assert sorted(task_of_kind.values()) == tasks  # every task has its kind of data
 
 

@@ -438,31 +438,15 @@ def build_char_corpus(data_cfg: Any, seed: int, cache_dir: str | None, **common:
     )
 
 
-# ``data.name`` -> "module:function" taking (data_cfg, seed, cache_dir, batch_size=, num_workers=, pin_memory=)
-DATA: dict[str, str] = {
-    "synthetic_text": "rnnlab.data.datamodules:build_synthetic_text",
-    "shakespeare": "rnnlab.data.datamodules:build_char_corpus",
-    "text_file": "rnnlab.data.datamodules:build_char_corpus",
-    "adding": "rnnlab.data.sequences:build_adding",
-    "imdb": "rnnlab.data.reviews:build_reviews",
-    "copy": "rnnlab.data.sequences:build_copy",
-    "ner_synth": "rnnlab.data.sequences:build_ner_synth",
-    "rt_sentences": "rnnlab.data.reviews:build_reviews",
-    "dates": "rnnlab.data.seq2seq_data:build_dates",
-    "cmudict": "rnnlab.data.seq2seq_data:build_cmudict",
-    "weather": "rnnlab.data.timeseries:build_forecast",
-    "stocks": "rnnlab.data.timeseries:build_forecast",
-    "airline": "rnnlab.data.timeseries:build_forecast",
-}
-
-
 def build_datamodule(data_cfg: Any, seed: int, cache_dir: str | None) -> L.LightningDataModule:
-    """The data module of ``data.name`` (see ``DATA``), imported only when used."""
-    import importlib
+    """The data module of ``data.name``: the builder registered under that name (``rnnlab.registry.DATASETS``,
+    declared in ``rnnlab/data/specs/``), a function ``(data_cfg, seed, cache_dir, batch_size=, num_workers=,
+    pin_memory=)`` imported only when used."""
+    from rnnlab.registry import DATASETS, RegistryError
 
-    target = DATA.get(str(data_cfg.name))
-    if target is None:
-        raise DataError(f"data={data_cfg.name}: no data module is registered under that name")
-    module, _, attr = target.partition(":")
+    try:
+        entry = DATASETS.get(str(data_cfg.name))
+    except RegistryError as err:
+        raise DataError(f"data={data_cfg.name}: {err}") from None
     common = dict(batch_size=data_cfg.batch_size, num_workers=data_cfg.num_workers, pin_memory=data_cfg.pin_memory)
-    return getattr(importlib.import_module(module), attr)(data_cfg, seed, cache_dir, **common)
+    return entry.load()(data_cfg, seed, cache_dir, **common)

@@ -11,7 +11,6 @@ declaration module.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -62,34 +61,6 @@ def split_sizes(cfg: Any) -> None:
     """``data.num_train``, ``num_val`` and ``num_test`` > 0 (generated data)."""
     for key in ("data.num_train", "data.num_val", "data.num_test"):
         positive(cfg, key)
-
-
-# ------------------------------------------------------------------------------ the built-in cells, for now
-# rnnlab/cells/ (where the cells register themselves) is being written in another branch; until it lands, the
-# three cells of rnnlab/models/numpy/ are registered here, with the same names and descriptions, so that the
-# configuration side (model.cell, model.variant, --help, the docs) runs against the registry today. Once
-# rnnlab.cells exists this does nothing.
-_PENDING_CELLS = (
-    ("gru", "gated recurrent unit (nn.GRU), gates r, z, n", ()),
-    ("lstm", "long short-term memory (nn.LSTM), gates i, f, g, o", ()),
-    (
-        "rnn",
-        "Elman RNN (nn.RNN): h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act tanh or relu",
-        ("nonlinearity",),
-    ),
-)
-
-
-def _register_pending_cells() -> None:
-    if importlib.util.find_spec("rnnlab.cells") is not None or CELLS.packages != ("rnnlab.cells",):
-        return
-    CELLS.packages = ()
-    for name, doc, options in _PENDING_CELLS:
-        if name not in CELLS:
-            CELLS.add(name, target=f"rnnlab.models.numpy.{name}", doc=doc, options=options)
-
-
-_register_pending_cells()
 
 
 def discover_builtins() -> None:

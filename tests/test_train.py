@@ -298,6 +298,7 @@ def test_checkpoint_carries_vocab_and_spec(short_run, shakespeare):
         "nonlinearity": "tanh",
         "padding_idx": None,
         "input_features": 0,
+        "variant": "standard",
     }
     assert hp["optimizer"]["name"] == "adam"
     assert hp["seed"] == 42

@@ -124,8 +124,14 @@ def registry_options(group: str, code: bool = False) -> str:
     """The registered options of ``model`` (cells), ``task`` or ``data`` (grouped by the task that takes them:
     "imdb, rt_sentences, synthetic_text (classify); ..."), as ``--help`` and the docs list them; ``code`` puts each
     name in backticks."""
-    if group == "model":
-        return _names(CELLS.names(), code)
+    if group == "model":  # a cell with several forms lists them: lstm (model.variant=standard|peephole)
+        names = [
+            f"{_names([name], code)} (model.variant={'|'.join(CELLS.variants(name))})"
+            if len(CELLS.variants(name)) > 1
+            else _names([name], code)
+            for name in CELLS.names()
+        ]
+        return ", ".join(names)
     if group == "task":
         return _names(TASKS.names(), code)
     if group != "data":

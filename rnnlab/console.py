@@ -59,7 +59,8 @@ def report(
         return
     lines = [
         "",
-        f"== rnnlab: {cfg.task.name} | {cfg.model.cell} ({cfg.model.backend}) | data={cfg.data.name} | seed={seed} ==",
+        f"== rnnlab: {cfg.task.name} | {cell_label(cfg.model)} ({cfg.model.backend}) | data={cfg.data.name} "
+        f"| seed={seed} ==",
     ]
     shown = {**{k: v for k, v in metrics.items() if k.startswith("val/")}, **test_metrics}
     if shown:
@@ -81,3 +82,9 @@ def report(
             every = f"(or --logdir {cfg.paths.output_dir} for every run)"
             lines.append(f"  TensorBoard: tensorboard --logdir {rel}   {every}")
     print("\n".join(lines), flush=True)
+
+
+def cell_label(model: Any) -> str:
+    """``lstm``, or ``lstm/peephole`` for a variant other than the standard one."""
+    variant = str(model.get("variant", "standard"))
+    return str(model.cell) if variant == "standard" else f"{model.cell}/{variant}"

@@ -108,3 +108,40 @@ def test_a_plugin_task_and_dataset_from_the_command_line(tmp_path):
     trained = run_cli(*chosen, *TINY, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "== rnnlab: my_classify | lstm (torch) | data=tiny_text | seed=42 ==" in trained.stdout
+
+
+CELL_PLUGIN = """
+from typing import Any
+
+from rnnlab.cells.protocol import Cell
+from rnnlab.cells.rnn import RNNCell
+from rnnlab.registry import CELLS
+
+
+@CELLS.register("my_rnn", doc="an Elman RNN run by the reference torch module")
+class MyRNN(RNNCell):
+    name = "my_rnn"
+
+    def torch_module(self, input_size: int, num_layers: int, bidirectional: bool, dropout: float) -> Any:
+        return Cell.torch_module(self, input_size, num_layers, bidirectional, dropout)  # ReferenceRecurrent
+"""
+
+
+def test_a_plugin_cell_from_the_command_line(tmp_path):
+    """plugins=[my_cells] model.cell=my_rnn (and model=my_rnn, with no YAML file): listed by --help, trained on both
+    backends, the torch backend running the cell's torch_step in the reference module."""
+    (tmp_path / "my_cells.py").write_text(textwrap.dedent(CELL_PLUGIN))
+    helped = run_cli("plugins=[my_cells]", "--help", cwd=tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert "model:      gru, lstm (model.variant=standard|peephole), rnn, my_rnn\n" in helped.stdout
+    shown = run_cli("--cfg", "job", "plugins=[my_cells]", "model=my_rnn", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert yaml.safe_load(shown.stdout)["model"]["cell"] == "my_rnn"
+    for backend in ("numpy", "torch"):
+        trained = run_cli("plugins=[my_cells]", "model.cell=my_rnn", f"model.backend={backend}", "task=classify",
+                          "data=synthetic_text", "data.num_samples=200", *TINY, cwd=tmp_path)  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        assert f"== rnnlab: classify | my_rnn ({backend}) | data=synthetic_text | seed=42 ==" in trained.stdout
+    unknown = run_cli("model.cell=my_rnn", cwd=tmp_path)  # without the plug-in
+    assert unknown.returncode == 1
+    assert error_lines(unknown)[-1].startswith("rnnlab: error: model.cell=my_rnn: unknown cell 'my_rnn'")

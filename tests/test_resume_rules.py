@@ -115,6 +115,7 @@ def test_seed_null_resumes_with_the_recorded_seed(compose, tmp_path):
         ("data.num_samples=300", "data.num_samples (200 -> 300)"),
         ("data.batch_size=8", "data.batch_size (16 -> 8)"),
         ("model.dropout=0.1", "model.dropout (0.0 -> 0.1)"),
+        ("model.cell=lstm", "model.cell (gru -> lstm)"),
         ("optimizer.weight_decay=0.01", "optimizer.weight_decay (0.0 -> 0.01)"),
         ("trainer.precision=32", "trainer.precision (64 -> 32)"),
         ("trainer.gradient_clip_val=1", "trainer.gradient_clip_val (5.0 -> 1.0)"),
@@ -131,6 +132,24 @@ def test_a_resume_keeps_what_shapes_the_run(compose, tmp_path, override, named):
     assert named in line
     assert line.endswith(str(last))
     assert not (tmp_path / "resumed").exists()
+
+
+def test_a_key_the_checkpoint_predates_must_keep_its_default(compose, tmp_path):
+    """A checkpoint written before a schema gained a key (here model.variant, removed from its record) resumes with
+    the key's default, and refuses another value: the checkpoint's model had the default's shape."""
+    tiny = [o if o != "model=gru" else "model=lstm" for o in TINY]
+    train(compose(*tiny, "seed=11", "trainer.max_steps=3", run_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    del ckpt["rnnlab"]["config"]["model"]["variant"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    with pytest.raises(ConfigError) as info:
+        train(compose(*tiny, "seed=11", "trainer.max_steps=4", "model.variant=peephole", f"ckpt_path={old}",
+                      run_dir=tmp_path / "peephole"))  # fmt: skip
+    assert "model.variant (not in the checkpoint, so standard -> peephole)" in str(info.value)
+    train(compose(*tiny, "seed=11", "trainer.max_steps=4", f"ckpt_path={old}", run_dir=tmp_path / "standard"))
+    assert summary(tmp_path / "standard")["status"] == "completed"
 
 
 def test_data_path_is_compared_by_content(compose, tmp_path):

@@ -86,6 +86,26 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+_UNKNOWN = object()
+
+
+def _schema_default(cfg: DictConfig, key: str) -> Any:
+    """The default of ``group.name`` in the group's schema (a dataclass), or ``_UNKNOWN``."""
+    import dataclasses
+
+    group, _, name = key.partition(".")
+    node = cfg.get(group)
+    schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    if schema is None or not dataclasses.is_dataclass(schema) or "." in name:
+        return _UNKNOWN
+    for f in dataclasses.fields(schema):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return _plain(f.default) if not hasattr(f.default, "value") else f.default.value
+            return _UNKNOWN
+    return _UNKNOWN
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
@@ -138,7 +158,12 @@ def plan_resume(cfg: DictConfig, saved: dict[str, Any], path: str) -> ResumePlan
         for key in sorted(set(mine) | set(theirs)):
             if key in FREE or key in APPLIED:
                 continue
-            if key not in mine or key not in theirs:  # a key added to a schema since: its default is fine
+            if key not in theirs and key in mine:  # a key added to a schema since: its default is what they had
+                default = _schema_default(cfg, key)
+                if default is not _UNKNOWN and not _same(mine[key], default):
+                    changed.append(f"{key} (not in the checkpoint, so {_shown(default)} -> {_shown(mine[key])})")
+                continue
+            if key not in mine:
                 continue
             if not _same(mine[key], theirs[key]):
                 changed.append(f"{key} ({_shown(theirs[key])} -> {_shown(mine[key])})")

@@ -137,11 +137,12 @@ def registry_options(group: str, code: bool = False) -> str:
     if group != "data":
         raise ValueError(f"no registry behind config group {group!r}: model, task or data")
     parts, seen = [], set()
-    for task in TASKS.entries():
+    for task in TASKS.entries():  # one group per kind of data, named by the tasks that take it
         names = [d.name for d in datasets_of(task) if d.name not in seen]
         seen.update(names)
         if names:
-            parts.append(f"{_names(names, code)} ({task.name})")
+            takers = [t.name for t in TASKS.entries() if t.meta.get("accepts") == task.meta.get("accepts")]
+            parts.append(f"{_names(names, code)} ({', '.join(takers)})")
     rest = [name for name in DATASETS.names() if name not in seen]  # data no registered task takes
     return "; ".join(parts + ([_names(rest, code)] if rest else []))
 

@@ -209,24 +209,28 @@ def test_every_task_refuses_every_other_kind_of_data():
     """Each data option with its own task validates; with any other task's node swapped in it is refused."""
     tasks = sorted(TASKS.names())
     datas = sorted(DATASETS.names())
-    task_of_kind = {entry.meta["accepts"]: entry.name for entry in TASKS.entries()}
+    tasks_of_kind: dict[str, list[str]] = {}
+    for entry in TASKS.entries():
+        tasks_of_kind.setdefault(entry.meta["accepts"], []).append(entry.name)
+    seen: set[str] = set()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         task_nodes = {task: hydra_compose("train", overrides=[f"task={task}"]).task for task in tasks}
         for data in datas:
             extra = ["data.path=/x.txt"] if data == "text_file" else []
             kind = hydra_compose("train", overrides=[f"data={data}", *extra]).data.kind
-            own = task_of_kind[kind]
-            cfg = hydra_compose("train", overrides=[f"task={own}", f"data={data}", *extra])
+            seen.add(kind)
+            own = tasks_of_kind[kind]
+            cfg = hydra_compose("train", overrides=[f"task={own[0]}", f"data={data}", *extra])
             validate(cfg)  # the right task
             for task in tasks:
-                if task == own:
+                if task in own:
                     continue
                 other = copy.deepcopy(cfg)
                 other.task = task_nodes[task]
                 with pytest.raises(ConfigError) as info:
                     validate(other)
                 assert_names(line_of(info.value), [f"task={task} cannot train on data={data}", kind])
-    assert sorted(task_of_kind.values()) == tasks  # every task has its kind of data
+    assert set(tasks_of_kind) <= seen  # every task has data of its kind
 
 
 # ---------------------------------------------------------------------------------- data files

@@ -53,7 +53,7 @@ VOCAB = [chr(c) for c in range(32, 97)]  # 65 characters, tiny-shakespeare's voc
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated registered cells (rnn, lstm, gru, ...)")
+    p.add_argument("--cells", default="lstm,gru,rnn", help="cells: name[/variant], comma-separated")
     p.add_argument("--dtypes", default="float32,float64", help="comma-separated subset of float32, float64")
     p.add_argument("--seq-len", "-T", type=int, default=100, dest="T")
     p.add_argument("--batch", "-B", type=int, default=64, dest="B")
@@ -75,8 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     from rnnlab.registry import CELLS
 
-    if not set(args.cells) <= set(CELLS.names()) or not args.cells:
-        p.error(f"--cells: choose from {', '.join(CELLS.names())}")
+    known = [n if v == "standard" else f"{n}/{v}" for n in CELLS.names() for v in CELLS.variants(n)]
+    if not set(args.cells) <= set(known) or not args.cells:
+        p.error(f"--cells: choose from {', '.join(known)}")
     if not set(args.dtypes) <= {"float32", "float64"} or not args.dtypes:
         p.error("--dtypes: choose from float32, float64")
     if min(args.T, args.B, args.I, args.H, args.layers, args.iters, args.rounds) < 1 or args.warmup < 0:
@@ -130,7 +131,7 @@ def cell_flops(cell: str, args: argparse.Namespace) -> float:
     """GEMM flops of forward + backward (input and weight gradients): 3 x 2 T B G H (in + H) per layer/direction."""
     from rnnlab.cells.protocol import cell_class
 
-    gates = cell_class(cell).gates
+    gates = cell_class(*cell.split("/")).gates
     directions = 2 if args.bidirectional else 1
     total = 0.0
     for layer in range(args.layers):
@@ -140,7 +141,8 @@ def cell_flops(cell: str, args: argparse.Namespace) -> float:
 
 
 def build_pair(cell: str, dtype: str, args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    """The NumPy network and torch's nn.RNN/LSTM/GRU with the same initial weights, inputs and output gradient."""
+    """The NumPy network and the cell's torch module (nn.RNN/LSTM/GRU, or the reference module of a cell torch has no
+    fused kernel for) with the same initial weights, inputs and output gradient."""
     import numpy as np
     import torch
 
@@ -148,8 +150,10 @@ def build_pair(cell: str, dtype: str, args: argparse.Namespace) -> tuple[Any, An
     from rnnlab.models.spec import NetSpec
     from rnnlab.models.torch.recurrent import TorchRecurrentNet
 
+    name, _, variant = cell.partition("/")
     spec = NetSpec(
-        cell=cell,
+        cell=name,
+        variant=variant or "standard",
         vocab_size=2,
         embed_dim=args.I,  # forward_features feeds [B, T, I] floats straight into the recurrent stack
         hidden_size=args.H,
@@ -287,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"GEMM peak {dtype}: {rates}", flush=True)
 
     print()
+    w = max(5, *(len(c) for c in args.cells))
     header = (
-        f"{'cell':<5} {'dtype':<8} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6} {'numpy GF/s':>10} "
+        f"{'cell':<{w}} {'dtype':<8} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6} {'numpy GF/s':>10} "
         f"{'torch GF/s':>10} {'numpy %pk':>9} {'torch %pk':>9} {'max|diff|':>9}"
     )
     print(header)
@@ -303,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             pct = f"{r['numpy_peak_fraction']:>9.0%} {r['torch_peak_fraction']:>9.0%}" if peak else f"{'':>9} {'':>9}"
             diff = f"{r['max_abs_diff']:>9.1e}" if r["max_abs_diff"] is not None else f"{'':>9}"
             print(
-                f"{cell:<5} {dtype:<8} {r['numpy_ms']:>9.1f} {r['torch_ms']:>9.1f} {r['ratio']:>6.2f} "
+                f"{cell:<{w}} {dtype:<8} {r['numpy_ms']:>9.1f} {r['torch_ms']:>9.1f} {r['ratio']:>6.2f} "
                 f"{r['numpy_gflops']:>10.0f} {r['torch_gflops']:>10.0f} {pct} {diff}",
                 flush=True,
             )

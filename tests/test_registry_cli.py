@@ -134,7 +134,7 @@ def test_a_plugin_cell_from_the_command_line(tmp_path):
     (tmp_path / "my_cells.py").write_text(textwrap.dedent(CELL_PLUGIN))
     helped = run_cli("plugins=[my_cells]", "--help", cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr
-    assert "model:      gru, lstm (model.variant=standard|peephole), rnn, my_rnn\n" in helped.stdout
+    assert re.search(r"^model: .*, rnn, my_rnn$", helped.stdout, re.MULTILINE)  # the plug-in after the built-ins
     shown = run_cli("--cfg", "job", "plugins=[my_cells]", "model=my_rnn", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert yaml.safe_load(shown.stdout)["model"]["cell"] == "my_rnn"

@@ -72,6 +72,8 @@ class ModelConfig:
     embed_dim: int = 64  # 0 feeds one-hot vectors instead of an embedding
     nonlinearity: Nonlinearity = Nonlinearity.tanh  # cell=rnn only
     attention: Attention = Attention.none  # task=seq2seq only
+    init: str = "default"  # default (torch's) | orthogonal (each gate's W_hh block) | identity (IRNN: plain RNN only)
+    forget_bias: float = 0.0  # added to the LSTM forget-gate block of bias_ih (Jozefowicz et al. 2015 use 1)
 
 
 # ----------------------------------------------------------------------------------------- optimizer
@@ -408,6 +410,23 @@ def _check_model(cfg: DictConfig, task: Entry) -> None:
         cell = CELLS.get(str(cfg.model.cell), str(cfg.model.variant))
     except RegistryError as err:
         raise ConfigError(f"model.variant={cfg.model.variant}: {err}") from None
+    from rnnlab.models.init import INITS
+
+    if cfg.model.get("init", "default") not in INITS:
+        raise ConfigError(f"model.init={cfg.model.init}: choose one of {', '.join(INITS)}")
+    label = cell.name if cell.variant == "standard" else f"{cell.name} model.variant={cell.variant}"
+    forget_bias = cfg.model.get("forget_bias", 0.0)
+    needs_cell = cfg.model.get("init") == "identity" or forget_bias != 0
+    instance = cell.load()(int(cfg.model.hidden_size)) if needs_cell else None
+    if cfg.model.get("init") == "identity" and instance.gates != 1:
+        raise ConfigError(
+            f"model.init=identity (the IRNN: W_hh = I, biases 0) is defined for one-gate cells such as model=rnn, "
+            f"not model={label} ({instance.gates} gate blocks)"
+        )
+    if not math.isfinite(forget_bias):
+        raise ConfigError(f"model.forget_bias must be a finite number, got {forget_bias}")
+    if forget_bias != 0 and instance.forget_gate is None:
+        raise ConfigError(f"model.forget_bias={forget_bias} needs a cell with a forget gate, not model={label}")
     defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
     readers: dict[str, list[str]] = {}
     for name in CELLS.names():

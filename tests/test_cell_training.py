@@ -52,3 +52,24 @@ def test_variant_trains_every_task_on_both_backends(compose, tmp_path, cell, var
         assert len(losses[backend]) == STEPS
         assert all(math.isfinite(v) for v in losses[backend])
     np.testing.assert_allclose(losses["numpy"], losses["torch"], rtol=1e-9, err_msg=f"{cell}/{variant} {task}")
+
+
+@pytest.mark.parametrize(
+    ("options", "recorded"),
+    [(("model=lstm", "model.init=orthogonal", "model.forget_bias=1.0"), ("orthogonal", 1.0)),
+     (("model=rnn", "model.nonlinearity=relu", "model.init=identity"), ("identity", 0.0))],
+)  # fmt: skip
+def test_initialisations_train_alike_on_both_backends(compose, tmp_path, options, recorded):
+    """model.init and model.forget_bias go through the one initializer: both backends start from the same weights
+    and agree step by step; the options are recorded in the checkpoint's spec."""
+    from rnnlab.train import train
+
+    losses = {}
+    for backend in ("numpy", "torch"):
+        cfg = compose(*COMMON, *TASK_SETTINGS["classify"], *options, f"model.backend={backend}",
+                      run_dir=tmp_path / backend)  # fmt: skip
+        result = train(cfg)
+        spec = result.objects["model"].hparams["spec"]
+        assert (spec["init"], spec["forget_bias"]) == recorded
+        losses[backend] = train_losses(Path(cfg.paths.run_dir))
+    np.testing.assert_allclose(losses["numpy"], losses["torch"], rtol=1e-9)

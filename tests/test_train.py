@@ -299,6 +299,8 @@ def test_checkpoint_carries_vocab_and_spec(short_run, shakespeare):
         "padding_idx": None,
         "input_features": 0,
         "variant": "standard",
+        "init": "default",
+        "forget_bias": 0.0,
     }
     assert hp["optimizer"]["name"] == "adam"
     assert hp["seed"] == 42

@@ -205,6 +205,10 @@ class LSTMCell(Cell):
     gate_names = ("i", "f", "g", "o")
     states = ("h", "c")
 
+    @property
+    def forget_gate(self) -> int | None:
+        return self.gate_names.index("f") if "f" in self.gate_names else None
+
     def gate_scale(self, dtype: Any) -> np.ndarray:
         return gate_scale(self.hidden_size, dtype)
 

@@ -47,6 +47,11 @@ class Cell:
         self.hidden_size = int(hidden_size)
         self.nonlinearity = nonlinearity
 
+    @property
+    def forget_gate(self) -> int | None:
+        """The gate block that ``model.forget_bias`` shifts (the LSTM's f), or None: the cell has no forget gate."""
+        return None
+
     @classmethod
     def from_spec(cls, spec: Any) -> Cell:
         """The cell of a NetSpec / Seq2SeqSpec (hidden size and the options the cell reads)."""

@@ -51,17 +51,58 @@ def keyed_generator(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
 
 
+INITS = ("default", "orthogonal", "identity")  # model.init
+
+
+def orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A random n x n orthogonal matrix, uniform over the orthogonal group (QR of a Gaussian, signs fixed by R's
+    diagonal, as torch.nn.init.orthogonal_)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
 def draw_recurrent(
     spec: NetSpec, rng: np.random.Generator, seed: int, prefix: str, bound: float
 ) -> dict[str, np.ndarray]:
-    """U(-bound, bound) for every recurrent parameter: the four torch ones from ``rng`` in order, a cell's extra
-    parameters each from its ``keyed_generator``."""
-    extras = set(cell_for(spec).extra_parameters)
+    """Every recurrent parameter. ``model.init=default``: U(-bound, bound), the four torch ones from ``rng`` in order,
+    a cell's extra parameters each from its ``keyed_generator``. The other initialisations start from these same
+    draws (so that ``rng`` is consumed alike and the embedding and head do not change) and then replace:
+
+    * ``orthogonal``: every gate block of weight_hh ([H, H], rows g*H .. (g+1)*H) by a random orthogonal matrix
+      drawn from the keyed generator of ``<name>#orthogonal``;
+    * ``identity`` (the IRNN of Le et al. 2015, one-gate cells): weight_hh = I, both biases 0, weight_ih from
+      N(0, 0.001²) (keyed generator of ``<name>#identity``).
+
+    ``forget_bias`` is then added to the forget-gate block of bias_ih (cells with a forget gate).
+    """
+    if spec.init not in INITS:
+        raise ValueError(f"model.init={spec.init}: choose one of {', '.join(INITS)}")
+    cell = cell_for(spec)
+    extras = set(cell.extra_parameters)
+    H = spec.hidden_size
     out = {}
     for name, shape in recurrent_shapes(spec):
         full = f"{prefix}{name}"
-        source = keyed_generator(seed, full) if SUFFIX.sub("", name) in extras else rng
-        out[full] = source.uniform(-bound, bound, size=shape)
+        base = SUFFIX.sub("", name)
+        source = keyed_generator(seed, full) if base in extras else rng
+        value = source.uniform(-bound, bound, size=shape)
+        if spec.init == "orthogonal" and base == "weight_hh":
+            blocks = keyed_generator(seed, f"{full}#orthogonal")
+            value = np.concatenate([orthogonal(blocks, H) for _ in range(shape[0] // H)])
+        elif spec.init == "identity":
+            if cell.gates != 1:
+                raise ValueError(f"model.init=identity is defined for one-gate cells, not {spec.cell}")
+            if base == "weight_hh":
+                value = np.eye(H)
+            elif base in ("bias_ih", "bias_hh"):
+                value = np.zeros(shape)
+            elif base == "weight_ih":
+                value = keyed_generator(seed, f"{full}#identity").normal(0.0, 1e-3, size=shape)
+        if spec.forget_bias and base == "bias_ih":
+            if cell.forget_gate is None:
+                raise ValueError(f"model.forget_bias needs a cell with a forget gate, not {spec.cell}")
+            value[cell.forget_gate * H : (cell.forget_gate + 1) * H] += spec.forget_bias
+        out[full] = value
     return out
 
 

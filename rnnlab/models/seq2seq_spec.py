@@ -38,6 +38,8 @@ class Seq2SeqSpec:
     sos_id: int = 1  # target vocabulary
     eos_id: int = 2  # target vocabulary
     variant: str = "standard"  # the cell's form (model.variant)
+    init: str = "default"  # model.init of the encoder's and decoder's recurrent weights
+    forget_bias: float = 0.0  # model.forget_bias
 
     @property
     def num_directions(self) -> int:
@@ -65,12 +67,12 @@ class Seq2SeqSpec:
     def encoder_spec(self) -> NetSpec:
         return NetSpec(self.cell, self.src_vocab_size, self.embed_dim, self.hidden_size, self.num_layers,
                        self.bidirectional, num_outputs=0, nonlinearity=self.nonlinearity, input_features=self.embed_dim,
-                       variant=self.variant)  # fmt: skip
+                       variant=self.variant, init=self.init, forget_bias=self.forget_bias)  # fmt: skip
 
     def decoder_spec(self) -> NetSpec:
         return NetSpec(self.cell, self.tgt_vocab_size, self.embed_dim, self.hidden_size, self.num_layers,
                        False, num_outputs=0, nonlinearity=self.nonlinearity, input_features=self.decoder_input_size,
-                       variant=self.variant)  # fmt: skip
+                       variant=self.variant, init=self.init, forget_bias=self.forget_bias)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

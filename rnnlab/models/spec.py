@@ -22,6 +22,8 @@ class NetSpec:
     padding_idx: int | None = None  # classification pads with this token id
     input_features: int = 0  # > 0: float inputs [B, T, input_features] (time series), no embedding
     variant: str = "standard"  # a form of the cell (model.variant: lstm's peephole, ...)
+    init: str = "default"  # model.init: default | orthogonal | identity (rnnlab.models.init)
+    forget_bias: float = 0.0  # model.forget_bias: added to the forget-gate block of bias_ih
 
     @property
     def num_directions(self) -> int:
@@ -58,5 +60,7 @@ class NetSpec:
             dropout=float(model_cfg.dropout),
             nonlinearity=str(getattr(model_cfg.nonlinearity, "value", model_cfg.nonlinearity)),
             variant=str(model_cfg.get("variant", "standard")),
+            init=str(model_cfg.get("init", "default")),
+            forget_bias=float(model_cfg.get("forget_bias", 0.0)),
             **extra,
         )

@@ -162,6 +162,8 @@ class Seq2SeqTask(RecurrentTask):
             sos_id=int(datamodule.sos_id),
             eos_id=int(datamodule.eos_id),
             variant=str(model_cfg.get("variant", "standard")),
+            init=str(model_cfg.get("init", "default")),
+            forget_bias=float(model_cfg.get("forget_bias", 0.0)),
         )
 
     @staticmethod

@@ -1044,7 +1044,8 @@ def _report_lines(work, tmp, quick, elapsed, np, collect_runs, pair_runs, write_
         speed_bullet(facts),
         "- **What autograd and fused kernels buy.** The PyTorch backend's recurrent network is "
         f"{torch_loc} lines of code (`rnnlab/models/torch/recurrent.py`) for all three cells, any depth and "
-        "direction; GPU support comes with it. The NumPy cells, forward and hand-written backward side by side, are "
+        "direction; GPU support comes with it. The NumPy cells (`rnnlab/cells/`: forward and hand-written backward "
+        "side by side, with the generation step and the registration under the cell protocol) are "
         + ", ".join(f"{k} {v}" for k, v in loc.items())
         + " lines, plus "
         + f"{sum(shared.values())} lines of shared machinery ("

@@ -33,14 +33,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rnnlab.cells.protocol import Cell, Params
+from rnnlab.cells.protocol import Cell, Params, sigmoid
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import add_matmul
 from rnnlab.registry import CELLS
-
-
-def sigmoid(a: np.ndarray) -> np.ndarray:
-    return 0.5 * np.tanh(0.5 * a) + 0.5
 
 
 @dataclass

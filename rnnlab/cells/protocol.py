@@ -139,6 +139,11 @@ def cell_for(spec: Any) -> Cell:
     return cell_class(spec.cell, getattr(spec, "variant", "standard")).from_spec(spec)
 
 
+def sigmoid(a: np.ndarray) -> np.ndarray:
+    """σ(a) = ½ tanh(½ a) + ½, a new array (no overflow for large |a|)."""
+    return 0.5 * np.tanh(0.5 * a) + 0.5
+
+
 def sigmoid_(a: np.ndarray) -> np.ndarray:
     """σ(a) in place, as ½ tanh(½ a) + ½ (one transcendental, no overflow)."""
     a *= 0.5

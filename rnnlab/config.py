@@ -74,6 +74,12 @@ class ModelConfig:
     attention: Attention = Attention.none  # task=seq2seq only
     init: str = "default"  # default (torch's) | orthogonal (each gate's W_hh block) | identity (IRNN: plain RNN only)
     forget_bias: float = 0.0  # added to the LSTM forget-gate block of bias_ih (Jozefowicz et al. 2015 use 1)
+    # inside the recurrence, identical masks on both backends (docs/cells.md, rnnlab/models/regularisers.py)
+    input_dropout: float = 0.0  # variational dropout: one mask per sequence on each layer's input
+    recurrent_dropout: float = 0.0  # one mask per sequence on h_{t-1} where the cell reads it (Gal & Ghahramani)
+    output_dropout: float = 0.0  # one mask per sequence on each layer's output
+    zoneout: float = 0.0  # probability that a unit of h keeps its previous value at a step (Krueger et al. 2017)
+    zoneout_c: float | None = None  # the same for the LSTM's cell state c; null: model.zoneout
 
 
 # ----------------------------------------------------------------------------------------- optimizer
@@ -458,6 +464,9 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "model.embed_dim", allow_zero=True)
     _positive(cfg, "data.num_workers", allow_zero=True)
     _fraction(cfg, "model.dropout")
+    for key in ("input_dropout", "recurrent_dropout", "output_dropout", "zoneout", "zoneout_c"):
+        if cfg.model.get(key) is not None:
+            _fraction(cfg, f"model.{key}")
     lr = cfg.optimizer.lr
     if not (isinstance(lr, float | int) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"optimizer.lr must be a finite number > 0, got {lr}")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from rnnlab.backends import Backend
+from rnnlab.models.regularisers import step_seed
 
 
 def arrays_to_tensors(obj: Any) -> Any:
@@ -228,7 +229,11 @@ class NumpyBackend(Backend):
         return named_numpy_optimizer(build_optimizer(net.params, task.hparams.optimizer), net.grads)
 
     def on_train_batch_start(self, task: Any) -> None:
-        """Nothing: the network's dropout generator is its own (and in the checkpoint)."""
+        """The network's dropout generator is its own (and in the checkpoint); the masks inside the recurrence
+        (rnnlab.models.regularisers) start from (seed, step, rank), as the torch backend's."""
+        if getattr(task.net, "masks", None) is not None:
+            seed = int(task.hparams.seed)
+            task.net.masks.reseed(step_seed(seed, int(task.global_step), int(task.global_rank)))
 
     # ------------------------------------------------------------------------------ checkpoints and state
     def on_save_checkpoint(self, task: Any, checkpoint: dict[str, Any]) -> None:

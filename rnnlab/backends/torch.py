@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from rnnlab.backends import Backend
+from rnnlab.models.regularisers import step_seed
 
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad"}
 
@@ -24,11 +25,6 @@ def build_optimizer(params: Any, optimizer: dict[str, Any]) -> torch.optim.Optim
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
     return getattr(torch.optim, OPTIMIZERS[optimizer["name"]])(params, **kwargs)
-
-
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """A 63-bit seed for one training step of one process, from (seed, step, rank) alone."""
-    return int(np.random.SeedSequence([seed % 2**63, step, rank]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def detach_state(state: Any) -> Any:
@@ -106,7 +102,10 @@ class TorchBackend(Backend):
         # torch's dropout draws from the global torch RNG, which a restart reseeds and which data loaders also draw
         # from; seeding it from (seed, step, rank) makes every step's masks the same in a resumed run as in an
         # uninterrupted one. (The NumPy backend keeps its dropout RNG in the checkpoint.)
-        torch.manual_seed(step_seed(int(task.hparams.seed), int(task.global_step), int(task.global_rank)))
+        seed = step_seed(int(task.hparams.seed), int(task.global_step), int(task.global_rank))
+        torch.manual_seed(seed)
+        if getattr(task.net, "masks", None) is not None:  # variational dropout, zoneout: as the NumPy backend
+            task.net.masks.reseed(seed)
 
     # ------------------------------------------------------------------------------ checkpoints and state
     def on_save_checkpoint(self, task: Any, checkpoint: dict[str, Any]) -> None:

@@ -24,6 +24,12 @@ class NetSpec:
     variant: str = "standard"  # a form of the cell (model.variant: lstm's peephole, ...)
     init: str = "default"  # model.init: default | orthogonal | identity (rnnlab.models.init)
     forget_bias: float = 0.0  # model.forget_bias: added to the forget-gate block of bias_ih
+    # inside the recurrence, the same masks on both backends (rnnlab.models.regularisers)
+    input_dropout: float = 0.0  # model.input_dropout: variational, one mask per sequence on each layer's input
+    recurrent_dropout: float = 0.0  # model.recurrent_dropout: on h_{t-1} as the cell reads it (Gal & Ghahramani)
+    output_dropout: float = 0.0  # model.output_dropout: on each layer's output
+    zoneout: float = 0.0  # model.zoneout: probability that a unit of h keeps its previous value (Krueger et al.)
+    zoneout_c: float | None = None  # model.zoneout_c: the same for the LSTM's c (None: model.zoneout)
 
     @property
     def num_directions(self) -> int:
@@ -62,5 +68,8 @@ class NetSpec:
             variant=str(model_cfg.get("variant", "standard")),
             init=str(model_cfg.get("init", "default")),
             forget_bias=float(model_cfg.get("forget_bias", 0.0)),
+            **{k: float(model_cfg.get(k, 0.0)) for k in ("input_dropout", "recurrent_dropout", "output_dropout")},
+            zoneout=float(model_cfg.get("zoneout", 0.0)),
+            zoneout_c=None if model_cfg.get("zoneout_c") is None else float(model_cfg.zoneout_c),
             **extra,
         )

@@ -37,6 +37,7 @@ from rnnlab.models.numpy.layers import (
 )
 from rnnlab.models.numpy.params import NumpyParameters
 from rnnlab.models.numpy.stack import RecurrentStack, StackCache
+from rnnlab.models.regularisers import MaskSource, Regularisers, reorder
 from rnnlab.models.spec import NetSpec
 
 State = np.ndarray | tuple[np.ndarray, np.ndarray]  # h_n, or (h_n, c_n) for a cell with a c state (the LSTM)
@@ -93,6 +94,9 @@ class NumpyRecurrentNet(NumpyParameters):
             variant=spec.variant,
         )
         self.has_c = self.stack.has_c
+        # variational dropout and zoneout inside the recurrence: masks drawn as the torch backend draws them
+        regs = Regularisers.of(spec)
+        self.masks = MaskSource(regs, seed) if regs.active else None
         self._plan: _StepPlan | None = None
 
     def _parameters_changed(self) -> None:
@@ -144,7 +148,17 @@ class NumpyRecurrentNet(NumpyParameters):
     ) -> tuple[np.ndarray, State, NetCache]:
         self._plan = None  # parameters may have changed since the last step()
         h0, c0 = self._split_state(state, inputs.shape[1], order)
-        out, h_n, c_n, stack_cache = self.stack.forward(inputs, h0, c0, batch_sizes, train)
+        masks = None
+        if self.masks is not None:
+            spec, states = self.spec, self.stack.cell.states
+            if train:
+                sizes = [spec.input_size] + [spec.features] * (spec.num_layers - 1)
+                T, B = inputs.shape[:2]
+                masks = self.masks.draw(sizes, spec.num_directions, spec.hidden_size, states, T, B, self._dtype)
+                masks = masks if order is None else reorder(masks, order)
+            else:
+                masks = self.masks.evaluation(spec.num_layers, spec.num_directions, states)
+        out, h_n, c_n, stack_cache = self.stack.forward(inputs, h0, c0, batch_sizes, train, masks)
         if inverse is not None:
             out, h_n = out[:, inverse], h_n[:, inverse]
             c_n = None if c_n is None else c_n[:, inverse]
@@ -286,6 +300,7 @@ class NumpyRecurrentNet(NumpyParameters):
             for part, given in zip(plan.states, state if self.has_c else (state,), strict=True):
                 np.copyto(part, np.reshape(given, (L, H)))
         cell, xp = self.stack.cell, plan.xp
+        zone = self.masks.regs.zone_rates(cell.states) if self.masks is not None else ()
         for layer in range(L):
             if layer == 0:
                 x_side = plan.table[token]
@@ -293,7 +308,12 @@ class NumpyRecurrentNet(NumpyParameters):
                 np.matmul(plan.states[0][layer - 1], plan.W_ihT[layer], out=xp)
                 xp += plan.bias[layer]
                 x_side = xp
+            prev = [part[layer].copy() for part in plan.states] if any(zone) else None
             cell.step(x_side, [part[layer] for part in plan.states], plan.cells[layer])
+            if prev is not None:  # zoneout in evaluation: s_t = p s_{t-1} + (1 - p) s̃_t
+                for part, before, p in zip(plan.states, prev, zone, strict=True):
+                    part[layer] *= 1 - p
+                    part[layer] += p * before
         np.matmul(plan.states[0][L - 1], plan.head_WT, out=plan.logits)
         plan.logits += plan.head_b
         new = tuple(part.reshape(L, 1, H).copy() for part in plan.states)

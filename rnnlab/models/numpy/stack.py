@@ -20,6 +20,10 @@ transpose and its weight gradient a scatter-add: no one-hot matrix is ever built
 rnn.py, lstm.py, gru.py, ...) run the recurrences and the hidden side (W_hh, b_hh). Everything is time-major,
 [T, B, ...].
 
+Variational dropout and zoneout (rnnlab.models.regularisers) arrive as ``masks``: the input and output masks are
+applied here around each layer, and a layer with a mask inside the recurrence runs its cell step by step
+(rnnlab.models.numpy.stepped).
+
 The stack knows cells only through their protocol (rnnlab/cells/protocol.py): a layer's states are the cell's
 ``states`` (h, or h and c), passed as ``h0``/``c0`` and returned as ``h_n``/``c_n`` (None without a second state).
 """
@@ -34,6 +38,12 @@ import numpy as np
 from rnnlab.cells.protocol import Cell, cell_class
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import column_sum, one_hot_projection_backward
+from rnnlab.models.numpy.stepped import SteppedCell
+from rnnlab.models.regularisers import LayerMasks
+
+
+def _zones(z: np.ndarray | float) -> bool:
+    return isinstance(z, np.ndarray) or z > 0
 
 
 @dataclass
@@ -42,6 +52,9 @@ class LayerCache:
     W_ih: list[np.ndarray]  # [G * H, I] per direction, as in the parameters (for dx)
     cells: list[Any]  # one cell cache per direction
     mask: np.ndarray | None  # dropout mask applied to this layer's output, [T, B, D * H]
+    runners: list[Any] | None = None  # per direction: what ran the recurrence (the cell, or a SteppedCell)
+    in_mask: np.ndarray | None = None  # variational mask on the float input [B, I], or per one-hot token [T, B]
+    out_mask: np.ndarray | None = None  # variational mask on the output [B, D * H]
 
 
 @dataclass
@@ -127,11 +140,14 @@ class RecurrentStack:
         c0: np.ndarray | None = None,
         batch_sizes: np.ndarray | None = None,
         train: bool = False,
+        masks: list[LayerMasks] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, StackCache]:
         """inputs [T, B, I] (floats) or [T, B] (token ids, one-hot); h0, c0 [L * D, B, H] or None (zeros).
 
-        Returns out [T, B, D * H] (zero at padded steps), h_n, c_n (None unless the cell has a second state) and
-        the cache.
+        ``masks``: per layer, the variational dropout and zoneout masks (rnnlab.models.regularisers), rows in this
+        batch's order; a layer with a mask or zoneout inside the recurrence runs its cell step by step
+        (rnnlab.models.numpy.stepped). Returns out [T, B, D * H] (zero at padded steps), h_n, c_n (None unless the
+        cell has a second state) and the cache.
         """
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         GH = self.cell.gates * H
@@ -144,12 +160,23 @@ class RecurrentStack:
         layers: list[LayerCache] = []
         out = x
         for layer in range(L):
-            outs, cells, W_ihs = [], [], []
+            outs, cells, W_ihs, runners = [], [], [], []
+            lm = None if masks is None else masks[layer]
+            in_mask = None if lm is None else lm.input
+            if in_mask is not None:
+                if np.issubdtype(x.dtype, np.integer):  # one-hot: the mask's entry of each token, [T, B]
+                    in_mask = in_mask[np.arange(B)[None, :], x]
+                else:  # x̃ is this layer's own array: masked in place (the ones column stays)
+                    x[..., :-1] *= in_mask
             for d in range(D):
                 k = layer * D + d
                 M = self.input_matrix(layer, d)
                 Xp = memory.empty((T, B, GH), dtype)
-                if np.issubdtype(x.dtype, np.integer):  # one-hot: one_hot(x) W^T + b = (W^T + b)[x]
+                if np.issubdtype(x.dtype, np.integer) and in_mask is not None:  # (W^T)[x] ⊙ m + b
+                    np.take(M[:, :-1].T, x, axis=0, out=Xp)
+                    Xp *= in_mask[..., None]
+                    Xp += M[:, -1]
+                elif np.issubdtype(x.dtype, np.integer):  # one-hot: one_hot(x) W^T + b = (W^T + b)[x]
                     table = memory.copy(M[:, :-1].T)
                     table += M[:, -1]
                     np.take(table, x, axis=0, out=Xp)
@@ -160,7 +187,12 @@ class RecurrentStack:
                     state0 += (zeros if c0 is None else c0[k],)
                 reverse = d == 1
                 p = self.cell_arrays(self.params, layer, d)
-                S, final, cc = self.cell.forward(Xp, state0, p, batch_sizes, reverse)
+                runner: Any = self.cell
+                dm = None if lm is None else lm.directions[d]
+                if dm is not None and (dm.state is not None or any(_zones(z) for z in dm.zone)):
+                    runner = SteppedCell(self.cell, dm)
+                S, final, cc = runner.forward(Xp, state0, p, batch_sizes, reverse)
+                runners.append(runner)
                 h_n[k] = final[0]
                 if self.has_c:
                     c_n[k] = final[1]
@@ -168,8 +200,11 @@ class RecurrentStack:
                 cells.append(cc)
                 W_ihs.append(self.params[self.names(layer, d)[0]])
             mask = None
+            out_mask = None if lm is None else lm.output
             if layer == L - 1:
                 out = self._top_output(outs, batch_sizes)
+                if out_mask is not None:
+                    out = out * out_mask  # (a new array: the top output may be a view of the states)
             else:  # the next layer's x̃, written in place: [out * mask, 1]
                 out = memory.empty((T, B, D * H + 1), dtype)
                 out[..., -1] = 1
@@ -178,12 +213,14 @@ class RecurrentStack:
                 if batch_sizes is not None:
                     for t, b in enumerate(batch_sizes):
                         out[t, b:, :-1] = 0
+                if out_mask is not None:
+                    out[..., :-1] *= out_mask
                 if train and self.dropout > 0:
                     mask = self.rng.random(dtype=dtype, out=memory.empty((T, B, D * H), dtype))
                     keep = mask >= self.dropout
                     np.multiply(keep, np.asarray(1.0 / (1.0 - self.dropout), dtype=dtype), out=mask)
                     out[..., :-1] *= mask
-            layers.append(LayerCache(x, W_ihs, cells, mask))
+            layers.append(LayerCache(x, W_ihs, cells, mask, runners, in_mask, out_mask))
             x = out
         return out, h_n, c_n, StackCache(layers, batch_sizes)
 
@@ -226,6 +263,8 @@ class RecurrentStack:
         dx = None
         for layer in range(L - 1, -1, -1):
             lc = cache.layers[layer]
+            if lc.out_mask is not None and d_y is not None:
+                d_y = d_y * lc.out_mask
             one_hot = np.issubdtype(lc.x.dtype, np.integer)
             want_dx = layer > 0 or (need_dx and not one_hot)
             dx = None
@@ -238,14 +277,16 @@ class RecurrentStack:
                     d_final += (None if dc_n is None else dc_n[k],)
                 norms = None if self.dh_norms is None else self.dh_norms[k]
                 g = self.cell_arrays(self.grads, layer, d)
-                dA, d_state0 = self.cell.backward(d_y_d, d_final, lc.cells[d], g, dh_norms=norms)
+                runner = self.cell if lc.runners is None else lc.runners[d]
+                dA, d_state0 = runner.backward(d_y_d, d_final, lc.cells[d], g, dh_norms=norms)
                 dh0[k] = d_state0[0]
                 if self.has_c:
                     dc0[k] = d_state0[1]
                 # the input side: [dW_ih | db_ih] = dA^T x̃, dx = dA W_ih
                 dA2 = dA.reshape(T * B, GH)
                 if one_hot:
-                    self.grads[n_ih] += one_hot_projection_backward(dA2, lc.x, lc.W_ih[d].shape[1]).T
+                    dAm = dA2 if lc.in_mask is None else dA2 * lc.in_mask.reshape(T * B, 1)
+                    self.grads[n_ih] += one_hot_projection_backward(dAm, lc.x, lc.W_ih[d].shape[1]).T
                     db = column_sum(dA2)
                 else:
                     dM = np.matmul(dA2.T, lc.x.reshape(T * B, -1), out=memory.empty((GH, lc.x.shape[-1]), dtype))
@@ -258,6 +299,8 @@ class RecurrentStack:
                     dx_d = np.matmul(dA2, lc.W_ih[d], out=memory.empty((T * B, lc.W_ih[d].shape[1]), dtype))
                     dx_d = dx_d.reshape(T, B, -1)
                     dx = dx_d if dx is None else np.add(dx, dx_d, out=dx)
+            if dx is not None and lc.in_mask is not None and not one_hot:
+                dx *= lc.in_mask
             if layer > 0:
                 if cache.layers[layer - 1].mask is not None:
                     dx *= cache.layers[layer - 1].mask

@@ -3,6 +3,8 @@ head, with weights from init.py."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -10,6 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.cells.protocol import cell_for
 from rnnlab.models.init import init_parameters
+from rnnlab.models.regularisers import DirectionMasks, LayerMasks, MaskSource, Regularisers
 from rnnlab.models.spec import NetSpec
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for a cell with a c state
@@ -35,9 +38,19 @@ class TorchRecurrentNet(nn.Module):
         self.embedding = (
             nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=spec.padding_idx) if spec.has_embedding else None
         )
-        # the cell's torch counterpart: torch's fused nn.RNN / nn.LSTM / nn.GRU, or a reference module
+        # the cell's torch counterpart: torch's fused nn.RNN / nn.LSTM / nn.GRU, or a reference module; the
+        # reference module whenever a mask acts inside the recurrence, which the fused kernels cannot apply
         dropout = spec.dropout if spec.num_layers > 1 else 0.0
-        self.rnn = cell_for(spec).torch_module(spec.input_size, spec.num_layers, spec.bidirectional, dropout)
+        cell = cell_for(spec)
+        regs = Regularisers.of(spec)
+        self.masks = MaskSource(regs, seed) if regs.active else None
+        self.state_names = cell.states
+        if self.masks is not None:
+            from rnnlab.models.torch.reference import ReferenceRecurrent
+
+            self.rnn = ReferenceRecurrent(cell, spec.input_size, spec.num_layers, spec.bidirectional, dropout)
+        else:
+            self.rnn = cell.torch_module(spec.input_size, spec.num_layers, spec.bidirectional, dropout)
         self.head = nn.Linear(spec.features, spec.num_outputs)
         self.load_arrays(init_parameters(spec, seed))
 
@@ -64,12 +77,34 @@ class TorchRecurrentNet(nn.Module):
         of each sequence is taken at its own last step (in both directions).
         """
         inputs = self.embed(x)
+        extra = {} if self.masks is None else {"masks": self.draw_masks(inputs)}
         if lengths is None:
-            return self.rnn(inputs, state)
+            return self.rnn(inputs, state, **extra)
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, final = self.rnn(packed, state)
+        out, final = self.rnn(packed, state, **extra)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out, final
+
+    def draw_masks(self, inputs: torch.Tensor) -> list[LayerMasks] | None:
+        """The masks of this forward (rnnlab.models.regularisers: the NumPy backend's, drawn alike) as tensors."""
+        spec, states = self.spec, self.state_names
+        if not self.training:
+            return self.masks.evaluation(spec.num_layers, spec.num_directions, states)
+        B, T = inputs.shape[:2]
+        sizes = [spec.input_size] + [spec.features] * (spec.num_layers - 1)
+        drawn = self.masks.draw(sizes, spec.num_directions, spec.hidden_size, states, T, B, np.float64)
+
+        def tensor(a: Any) -> Any:
+            return torch.from_numpy(a).to(inputs.device, inputs.dtype) if isinstance(a, np.ndarray) else a
+
+        return [
+            LayerMasks(
+                tensor(m.input),
+                [DirectionMasks(tensor(d.state), tuple(tensor(z) for z in d.zone)) for d in m.directions],
+                tensor(m.output),
+            )
+            for m in drawn
+        ]
 
     def last_hidden(self, final: State) -> torch.Tensor:
         """The top layer's final hidden state, [B, H * num_directions] (forward then backward)."""

@@ -10,6 +10,10 @@ plain torch operations, so autograd differentiates it: this is the oracle a new 
 Variable lengths as packed sequences: the forward direction stops at each sequence's last step (the state is
 kept from there on, and the output is zero), the reverse direction starts there from the initial state.
 Dropout (training only) is applied to every layer's output but the last, as in torch's modules.
+
+``masks`` (per layer, from ``rnnlab.models.regularisers``, as tensors) add variational dropout on each layer's
+input, on h_{t-1} where the cell reads it and on each layer's output, and zoneout on every state, exactly as the
+NumPy backend's ``rnnlab.models.numpy.stepped`` does with the same masks.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class ReferenceRecurrent(nn.Module):
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
         return {base: getattr(self, f"{base}{sfx}") for base in self.base_names}
 
-    def forward(self, x: Any, hx: Any = None) -> tuple[Any, Any]:
+    def forward(self, x: Any, hx: Any = None, masks: Any = None) -> tuple[Any, Any]:
         packed = isinstance(x, PackedSequence)
         if packed:
             inputs, lengths = pad_packed_sequence(x, batch_first=True)
@@ -62,14 +66,23 @@ class ReferenceRecurrent(nn.Module):
         layer_in = inputs
         for layer in range(L):
             outs = []
+            lm = None if masks is None else masks[layer]
+            if lm is not None and lm.input is not None:
+                layer_in = layer_in * lm.input[:, None, :]
             for d in range(D):
                 k = layer * D + d
                 p = self.layer_params(layer, d)
                 x_side = layer_in @ p["weight_ih"].T + p["bias_ih"]  # [B, T, G*H]
                 state = tuple(h[k] for h in hx)
                 steps: list[torch.Tensor] = [inputs.new_zeros(0)] * T
+                dm = None if lm is None else lm.directions[d]
                 for t in range(T - 1, -1, -1) if d else range(T):
-                    new = self.cell.torch_step(x_side[:, t], state, p)
+                    read = state
+                    if dm is not None and dm.state is not None:
+                        read = (state[0] * dm.state, *state[1:])
+                    new = self.cell.torch_step(x_side[:, t], read, p)
+                    if dm is not None:  # zoneout: keep the previous value where z = 1 (or p in evaluation)
+                        new = tuple(_zoneout(z, t, s, n) for z, s, n in zip(dm.zone, state, new, strict=True))
                     if lengths_dev is None:
                         state = tuple(new)
                         steps[t] = new[0]
@@ -81,6 +94,8 @@ class ReferenceRecurrent(nn.Module):
                 for i in range(n_states):
                     finals[i].append(state[i])
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)
+            if lm is not None and lm.output is not None:
+                layer_in = layer_in * lm.output[:, None, :]
             if layer < L - 1 and self.dropout > 0 and self.training:
                 layer_in = nn.functional.dropout(layer_in, self.dropout, training=True)
         final = tuple(torch.stack(f, dim=0) for f in finals)
@@ -88,3 +103,12 @@ class ReferenceRecurrent(nn.Module):
         if packed:
             out = pack_padded_sequence(out, lengths, batch_first=True, enforce_sorted=False)
         return out, (final if n_states > 1 else final[0])
+
+
+def _zoneout(z: Any, t: int, prev: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """z ⊙ prev + (1 - z) ⊙ new, z the step's [B, H] mask of a [T, B, H] tensor, or a rate (evaluation)."""
+    if isinstance(z, torch.Tensor):
+        z = z[t]
+    elif z == 0:
+        return new
+    return z * prev + (1 - z) * new

@@ -34,6 +34,12 @@ def check(cfg: Any) -> None:
     for key in ("task.beam_size", "task.max_decode_len"):
         positive(cfg, key)
     positive(cfg, "task.attention_examples", allow_zero=True)
+    for key in ("input_dropout", "recurrent_dropout", "output_dropout", "zoneout", "zoneout_c"):
+        if cfg.model.get(key):
+            raise ConfigError(
+                f"model.{key}={cfg.model[key]} applies to the single-stack tasks, not task=seq2seq "
+                "(its encoder and decoder take model.dropout between layers)"
+            )
 
 
 TASKS.add(

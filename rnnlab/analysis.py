@@ -1,11 +1,13 @@
 """Why LSTM and GRU exist, in pictures: gradient flow through time, gradient norms per layer, hidden-state
-trajectories and LSTM gates, for runs on either backend.
+trajectories, gate activations and cell states, for runs on either backend and every cell.
 
 The pictures that need the inside of the recurrence (the gradient reaching each timestep's hidden state, the gate
-activations) are computed by the NumPy implementation, used as a glass box: a float64 NumPy copy of the task is
-given the run's current weights (from either backend) and runs the task's own NumPy forward and backward on a fixed
-batch. Its outputs and gradients equal torch autograd's to 1e-10 (tests/test_numpy_layers.py), so for a torch run
-they are the torch model's numbers, and torch's fused kernels need no unrolling or hooks.
+activations, the cell state) are computed by the NumPy implementation, used as a glass box: a float64 NumPy copy of
+the task is given the run's current weights (from either backend) and runs the task's own NumPy forward and backward
+on a fixed batch. Its outputs and gradients equal torch autograd's to 1e-10 (tests/test_numpy_layers.py), so for a
+torch run they are the torch model's numbers, and torch's fused kernels need no unrolling or hooks. Each cell shows
+what its forward pass computed inside through the cell protocol (``Cell.internals``, held to the torch cell's own
+gates by tests/test_analysis.py), so no picture knows a cell by name.
 
 ``AnalysisPictures`` (``callbacks=analysis``) logs, at every validation:
 
@@ -16,8 +18,12 @@ they are the torch model's numbers, and torch's fused kernels need no unrolling 
   scalars ``grad_norm/<layer>`` on the steps the loggers write, every ``trainer.log_every_n_steps``);
 * ``analysis/hidden_pca``: the top layer's hidden states of a few sequences projected on their first two principal
   components, each sequence a trajectory through time;
-* ``analysis/lstm_gates`` (LSTM only): input, forget, cell and output gate activations of the first layer over time
-  for one sequence.
+* ``analysis/gates``: the gate activations of the first layer's forward direction over time for one sequence, one
+  heatmap per gate the cell has (the cell's ``internals`` whose names are in its ``gate_names``: the LSTM's i, f,
+  g, o, a variant's own subset, the GRU's r, z, n, the MGU's f, n); a cell without gates (the plain RNN) has none;
+* ``analysis/cell_state``: the same for the cell's other internals, its states but h (the LSTM family's c_t).
+
+Sigmoid gates (the cell's ``sigmoid_gates``) are drawn on [0, 1], everything else on a range symmetric around 0.
 """
 
 from __future__ import annotations
@@ -68,21 +74,19 @@ def hidden_gradient_norms(task: Any, batch: Any, clone: Any = None) -> np.ndarra
 
 def hidden_states_and_gates(
     task: Any, batch: Any, clone: Any = None
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Top-layer outputs [B, T, H * D], lengths [B] (or None) and, for an LSTM, the first layer's forward-direction
-    gate activations [T, 4, B, H] (i, f, g, o; in the batch's own order), evaluated without dropout."""
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """Top-layer outputs [B, T, H * D], lengths [B] (or None) and the first layer's forward-direction internals (the
+    cell's ``internals``: gate activations and states but h by name, [T, B, H] each, NaN past a sequence's length;
+    in the batch's own order; empty for a cell without gates), evaluated without dropout."""
     clone = clone if clone is not None else glass_box(task)
     x, lengths = task.analysis_inputs(batch)
     x = x.cpu().numpy()
     lengths = None if lengths is None else lengths.cpu().numpy()
     out, _, cache = clone.net.forward(x, lengths, train=False)
-    gates = None
-    A = clone.net.stack.cell.gate_activations(cache.stack.layers[0].cells[0])  # LSTM cells: i, f, g, o
-    if A is not None:  # [T, 4, B', H] in the packing order (longest first)
-        gates = np.array(A)
-        if cache.inverse is not None:
-            gates = gates[:, :, cache.inverse]
-    return out, lengths, gates
+    internals = clone.net.stack.cell.internals(cache.stack.layers[0].cells[0])  # in the packing order
+    if cache.inverse is not None:
+        internals = {name: a[:, cache.inverse] for name, a in internals.items()}
+    return out, lengths, internals
 
 
 def pca_2d(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,20 +173,35 @@ def plot_pca(out: np.ndarray, lengths: np.ndarray | None, title: str, max_sequen
     return fig
 
 
-def plot_lstm_gates(gates: np.ndarray, length: int, title: str, units: int = 32) -> Any:
-    """Heatmaps of the four gates of sequence 0 (time on x, the first ``units`` hidden units on y)."""
+def plot_internals(
+    internals: dict[str, np.ndarray], cell: Any, length: int, title: str, units: int = 32, sequence: int = 0
+) -> Any:
+    """Heatmaps of ``internals`` ([T, B, H] each) of one sequence up to ``length`` (time on x, the first ``units``
+    hidden units on y), one per entry, titled by ``cell.internal_title``: the cell's sigmoid gates on [0, 1], the
+    others on a range symmetric around 0 (their largest magnitude)."""
+    from matplotlib.ticker import MaxNLocator
+
     from rnnlab.plots import new_figure
 
-    fig = new_figure(8.0, 5.0)
-    names = ("input gate i", "forget gate f", "cell candidate g", "output gate o")
-    for k, name in enumerate(names):
-        ax = fig.add_subplot(2, 2, k + 1)
-        values = gates[:length, k, 0, :units].T
-        image = ax.imshow(values, aspect="auto", cmap="viridis" if k != 2 else "coolwarm",
-                          vmin=0 if k != 2 else -1, vmax=1, interpolation="nearest")  # fmt: skip
-        ax.set_title(name, fontsize=9)
+    n = len(internals)
+    cols = 1 if n == 1 else 2
+    rows = -(-n // cols)
+    fig = new_figure(4.0 * cols, 2.5 * rows + 0.5)
+    for k, (name, a) in enumerate(internals.items()):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        values = a[:length, sequence, :units].T
+        if name in cell.sigmoid_gates:
+            cmap, vmin, vmax = "viridis", 0.0, 1.0
+        else:
+            finite = np.abs(values[np.isfinite(values)])
+            m = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+            cmap, vmin, vmax = "coolwarm", -m, m
+        image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(cell.internal_title(name), fontsize=9)
         ax.set_xlabel("timestep", fontsize=8)
         ax.set_ylabel("unit", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         fig.colorbar(image, ax=ax)
     fig.suptitle(title)
     return fig
@@ -231,7 +250,9 @@ class AnalysisPictures(L.Callback):
         if batch is None:
             return
         spec = pl_module.spec
-        what = f"{spec.cell} ({pl_module.backend}), step {trainer.global_step}"
+        variant = getattr(spec, "variant", "standard")
+        cell = spec.cell if variant == "standard" else f"{spec.cell}/{variant}"
+        what = f"{cell} ({pl_module.backend}), step {trainer.global_step}"
         clone = glass_box(pl_module)  # one float64 copy of the current weights for every picture
         norms = hidden_gradient_norms(pl_module, batch, clone)
         log_figure(pl_module, "analysis/hidden_grad_norm",
@@ -239,9 +260,14 @@ class AnalysisPictures(L.Callback):
         if self.steps:
             log_figure(pl_module, "analysis/grad_norm_per_layer",
                        plot_grad_history(self.steps, self.history, f"gradient norm per layer: {what}"))  # fmt: skip
-        out, lengths, gates = hidden_states_and_gates(pl_module, batch, clone)
+        out, lengths, internals = hidden_states_and_gates(pl_module, batch, clone)
         log_figure(pl_module, "analysis/hidden_pca",
                    plot_pca(out, lengths, f"hidden states, PCA: {what}", self.max_pca_sequences))  # fmt: skip
-        if gates is not None:
-            length = int(lengths[0]) if lengths is not None else gates.shape[0]
-            log_figure(pl_module, "analysis/lstm_gates", plot_lstm_gates(gates, length, f"LSTM gates: {what}"))
+        cell_obj = clone.net.stack.cell
+        length = int(lengths[0]) if lengths is not None else out.shape[1]
+        gates = {name: a for name, a in internals.items() if name in cell_obj.gate_names}
+        states = {name: a for name, a in internals.items() if name not in gates}
+        for tag, part, kind in (("analysis/gates", gates, "gates"), ("analysis/cell_state", states, "cell state")):
+            if part:  # (none for the plain RNN: its state h is in the PCA picture)
+                title = f"{kind} of layer 0, sequence 0: {what}"
+                log_figure(pl_module, tag, plot_internals(part, cell_obj, length, title))

@@ -1,6 +1,7 @@
 """The reference cells (rnnlab/cells/reference/) compute what torch's nn.RNN/LSTM/GRU compute (values and autograd
-gradients), what the optimised NumPy network computes (through its public API, NumpyRecurrentNet), and their
-backward agrees with central finite differences of their own forward.
+gradients), what the optimised NumPy network computes (through its public API, NumpyRecurrentNet; the gate
+activations and cell states too, the cells' ``internals``), and their backward agrees with central finite
+differences of their own forward.
 
 Everything runs in float64 with small sizes; "equal" means within 1e-10.
 """
@@ -127,6 +128,11 @@ def test_reference_cell_equals_optimised(cell, nonlinearity, T, B):
 
     out, final, net_cache = net.forward_features(x.transpose(1, 0, 2).copy(), state=as_state(states))
     out, final = out.copy(), tuple(np.array(f) for f in (final if cell == "lstm" else (final,)))
+    net_internals = net.stack.cell.internals(net_cache.stack.layers[0].cells[0])  # before backward overwrites them
+    ref_internals = {"lstm": lstm, "gru": gru}[cell].internals(cache) if cell != "rnn" else {}
+    assert set(ref_internals) == set(net_internals)
+    for name, value in ref_internals.items():
+        assert_equal(value, net_internals[name], f"internals {name}")
     net_dx, net_dstate0 = net.backward_features(dhs.transpose(1, 0, 2).copy(), as_state(d_finals), net_cache)
     net_dstate0 = net_dstate0 if cell == "lstm" else (net_dstate0,)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.cells.protocol import Cell, Params
+from rnnlab.cells.protocol import Cell, Params, steps_of
 from rnnlab.cells.protocol import work_array as _work
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import add_matmul, column_sum
@@ -217,6 +217,12 @@ class GRUCell(Cell):
         dA, dh0 = backward(d_out, d_final[0], cache, g["weight_hh"], g["bias_hh"], dh_norms=dh_norms)
         return dA, (dh0,)
 
+    def internals(self, cache: GRUCache) -> dict[str, np.ndarray]:
+        """r, z, n (A[t] holds the activations themselves: the ½ scaling only enters the tanh's argument)."""
+        if cache.consumed:
+            raise RuntimeError("this cache has been through backward")
+        return {name: steps_of(cache.A[:, k], cache.batch_sizes) for k, name in enumerate(self.gate_names)}
+
     def prepare_step(self, p: Params) -> dict[str, Any]:
         s = self.gate_scale(p["weight_hh"].dtype)
         return {"W_hhT": memory.copy((s[:, None] * p["weight_hh"]).T),
@@ -249,7 +255,9 @@ class GRUCell(Cell):
         return nn.GRU(input_size, self.hidden_size, num_layers=num_layers, bidirectional=bidirectional,
                       dropout=dropout, batch_first=True)  # fmt: skip
 
-    def torch_step(self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any]) -> tuple[Any, ...]:
+    def torch_step(
+        self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any], record: dict[str, Any] | None = None
+    ) -> tuple[Any, ...]:
         import torch
 
         h = state[0]
@@ -257,4 +265,6 @@ class GRUCell(Cell):
         hr, hz, hn = (h @ p["weight_hh"].T + p["bias_hh"]).chunk(3, dim=-1)
         r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
         n = torch.tanh(xn + r * hn)
+        if record is not None:
+            record.update(r=r, z=z, n=n)
         return ((1 - z) * n + z * h,)

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rnnlab.cells.protocol import Cell, Params, sigmoid
+from rnnlab.cells.protocol import Cell, Params, sigmoid, steps_of
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import add_matmul
 from rnnlab.registry import CELLS
@@ -130,6 +130,11 @@ class ResetBeforeGRU(Cell):
         add_matmul(g["weight_hh"][(G - 1) * H :], dA2[:, (G - 1) * H :].T, UH.reshape(T * B, H))
         return dA.reshape(T, B, G * H), (dh_next,)
 
+    def internals(self, cache: ResetBeforeCache) -> dict[str, np.ndarray]:
+        if cache.consumed:
+            raise RuntimeError("this cache has been through backward")
+        return {name: steps_of(cache.A[:, k], cache.batch_sizes) for k, name in enumerate(self.gate_names)}
+
     def prepare_step(self, p: Params) -> dict[str, Any]:
         G, H = self.gates, self.hidden_size
         return {
@@ -149,7 +154,9 @@ class ResetBeforeGRU(Cell):
             z = gates[..., H:]
             h[...] = n + z * (h - n)
 
-    def torch_step(self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any]) -> tuple[Any, ...]:
+    def torch_step(
+        self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any], record: dict[str, Any] | None = None
+    ) -> tuple[Any, ...]:
         import torch
 
         h = state[0]
@@ -159,6 +166,8 @@ class ResetBeforeGRU(Cell):
         gates = torch.sigmoid(x_side[:, : (G - 1) * H] + h @ W_g.T + b_g)
         u = gates[:, :H]
         n = torch.tanh(x_side[:, (G - 1) * H :] + (u * h) @ W_n.T + b_n)
+        if record is not None:
+            record.update(zip(self.gate_names, (*gates.chunk(G - 1, dim=-1), n), strict=True))
         return (((1 - u) * h + u * n) if self.minimal else (n + gates[:, H:] * (h - n)),)
 
 

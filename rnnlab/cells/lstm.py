@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.cells.protocol import Cell, Params
+from rnnlab.cells.protocol import Cell, Params, steps_of
 from rnnlab.cells.protocol import work_array as _work
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import add_matmul, column_sum
@@ -225,8 +225,14 @@ class LSTMCell(Cell):
         dA, dh0, dc0 = backward(d_out, d_final[0], d_final[1], cache, g["weight_hh"], None, dh_norms=dh_norms)
         return dA, (dh0, dc0)
 
-    def gate_activations(self, cache: LSTMCache) -> np.ndarray:
-        return cache.A
+    def internals(self, cache: Any) -> dict[str, np.ndarray]:
+        """The gates (A[t] holds the activations themselves: the ½ scaling only enters the tanh's argument) and c_t;
+        also for the peephole and family cells, whose caches hold A [T, G, B, H] and C alike."""
+        if cache.consumed:
+            raise RuntimeError("this cache has been through backward: its activations are overwritten")
+        named = {name: cache.A[:, k] for k, name in enumerate(self.gate_names)}
+        named["c"] = cache.C[:-1] if cache.reverse else cache.C[1:]  # c_t at step t, either direction
+        return {name: steps_of(a, cache.batch_sizes) for name, a in named.items()}
 
     def prepare_step(self, p: Params) -> dict[str, Any]:
         s = self.gate_scale(p["weight_hh"].dtype)
@@ -258,10 +264,15 @@ class LSTMCell(Cell):
         return nn.LSTM(input_size, self.hidden_size, num_layers=num_layers, bidirectional=bidirectional,
                        dropout=dropout, batch_first=True)  # fmt: skip
 
-    def torch_step(self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any]) -> tuple[Any, ...]:
+    def torch_step(
+        self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any], record: dict[str, Any] | None = None
+    ) -> tuple[Any, ...]:
         import torch
 
         h, c = state
-        i, f, g, o = (x_side + h @ p["weight_hh"].T + p["bias_hh"]).chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        a_i, a_f, a_g, a_o = (x_side + h @ p["weight_hh"].T + p["bias_hh"]).chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+        if record is not None:
+            record.update(i=i, f=f, g=g, o=o)
+        c = f * c + i * g
+        return o * torch.tanh(c), c

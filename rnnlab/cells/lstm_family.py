@@ -73,8 +73,12 @@ class LSTMFamilyCell(LSTMCell):
     def gate_scale(self, dtype: Any) -> np.ndarray:
         return np.ones(self.gates * self.hidden_size, dtype=dtype)
 
-    def gate_activations(self, cache: FamilyCache) -> None:
-        return None  # the analysis picture shows the four gates of a full LSTM
+    def internal_title(self, name: str) -> str:
+        if name == "i" and self.coupled:
+            return "input gate i (forget gate f = 1 - i)"
+        if name == "g" and not self.input_activation:
+            return "block input g (linear)"
+        return super().internal_title(name)
 
     # ------------------------------------------------------------------------------------------- one step
     def _step(self, a: list[np.ndarray], c_prev: np.ndarray, p: Params) -> tuple[np.ndarray, ...]:
@@ -208,7 +212,9 @@ class LSTMFamilyCell(LSTMCell):
 
         return ReferenceRecurrent(self, input_size, num_layers, bidirectional, dropout)
 
-    def torch_step(self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any]) -> tuple[Any, ...]:
+    def torch_step(
+        self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any], record: dict[str, Any] | None = None
+    ) -> tuple[Any, ...]:
         import torch
 
         h, c_prev = state
@@ -220,7 +226,10 @@ class LSTMFamilyCell(LSTMCell):
         g = torch.tanh(a["g"]) if self.input_activation else a["g"]
         c = (c_prev if f is None else f * c_prev) + (g if i is None else i * g)
         act = torch.tanh(c) if self.output_activation else c
-        h = act if "o" not in a else torch.sigmoid(a["o"] + p["weight_co"] * c) * act
+        o = torch.sigmoid(a["o"] + p["weight_co"] * c) if "o" in a else None
+        h = act if o is None else o * act
+        if record is not None:
+            record.update((x, v) for x, v in {"i": i, "f": f, "g": g, "o": o}.items() if x in self.present)
         return h, c
 
 

@@ -185,9 +185,6 @@ class PeepholeLSTMCell(LSTMCell):
             g[name] += value
         return dA.reshape(T, B, 4 * H), (dh_next, dc_next)
 
-    def gate_activations(self, cache: PeepholeCache) -> np.ndarray:
-        return cache.A
-
     def prepare_step(self, p: Params) -> dict[str, Any]:
         return {"W_hhT": memory.copy(p["weight_hh"].T), **{k: p[k].copy() for k in self.extra_parameters}}
 
@@ -213,13 +210,18 @@ class PeepholeLSTMCell(LSTMCell):
 
         return ReferenceRecurrent(self, input_size, num_layers, bidirectional, dropout)
 
-    def torch_step(self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any]) -> tuple[Any, ...]:
+    def torch_step(
+        self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any], record: dict[str, Any] | None = None
+    ) -> tuple[Any, ...]:
         import torch
 
         h, c = state
         a_i, a_f, a_g, a_o = (x_side + h @ p["weight_hh"].T + p["bias_hh"]).chunk(4, dim=-1)
         i = torch.sigmoid(a_i + p["weight_ci"] * c)
         f = torch.sigmoid(a_f + p["weight_cf"] * c)
-        c = f * c + i * torch.tanh(a_g)
+        g = torch.tanh(a_g)
+        c = f * c + i * g
         o = torch.sigmoid(a_o + p["weight_co"] * c)
+        if record is not None:
+            record.update(i=i, f=f, g=g, o=o)
         return o * torch.tanh(c), c

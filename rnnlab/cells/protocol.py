@@ -11,10 +11,12 @@ A cell is one layer in one direction. Its NumPy class declares
 * ``forward`` / ``backward`` over a whole sequence, from initial states to final states and back, with the input
   side ``Xp[t] = s ⊙ (W_ih x_t + folded biases)`` computed by the caller for every step at once (one GEMM in the
   stack); valid for any T >= 1 and batch, with variable lengths as a prefix of the batch (``batch_sizes``);
+* ``internals`` of a forward cache: its gate activations and states but h by name, [T, B, H] each (the analysis
+  pictures, rnnlab/analysis.py);
 * a no-gradient ``step`` for generation (batch of one or more rows, state updated in place);
 * its torch counterpart (``torch_module``): torch's fused module where one exists (nn.RNN / nn.LSTM / nn.GRU, so
   cuDNN and oneDNN stay in use), otherwise ``rnnlab.models.torch.reference.ReferenceRecurrent`` running the cell's
-  own ``torch_step``.
+  own ``torch_step`` (which can also record the step's gate activations, the oracle of ``internals``).
 
 Every array a cell sees is per layer and direction, keyed by the parameter's base name (``weight_hh``, ``bias_hh``,
 ``weight_ci``, ...); the stack adds the ``_l{k}[_reverse]`` suffix and the owner's prefix. A cell registers itself
@@ -28,6 +30,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 Params = dict[str, np.ndarray]  # one layer and direction: base name -> array
+
+# readable names of the entries of ``Cell.internals`` (a cell may override ``internal_title``)
+INTERNAL_TITLES = {
+    "i": "input gate i",
+    "f": "forget gate f",
+    "g": "cell candidate g",
+    "o": "output gate o",
+    "r": "reset gate r",
+    "z": "update gate z",
+    "n": "candidate state n",
+    "c": "cell state c",
+}
 
 
 class Cell:
@@ -99,10 +113,23 @@ class Cell:
         (``weight_hh``, ``bias_hh`` unless ``biases_summed``, extras) into ``g``. The cache serves one backward."""
         raise NotImplementedError
 
-    def gate_activations(self, cache: Any) -> np.ndarray | None:
-        """[T, 4, B, H] gate activations i, f, g, o of an LSTM-family cell's forward cache (the ``analysis/lstm_gates``
-        picture), or None (other cells)."""
-        return None
+    def internals(self, cache: Any) -> dict[str, np.ndarray]:
+        """What the forward pass of one layer and direction computed inside the recurrence, for the analysis pictures
+        (``rnnlab.analysis``): [T, B, H] arrays by name, in time order and the cache's row (packing) order, each
+        gate's activation under its name in ``gate_names`` and every state but h (the LSTM's ``c``: c_t at step t).
+        Steps past a row's length (rows >= ``batch_sizes[t]``) are NaN. New arrays; the cache must not have been
+        through backward (which overwrites it). Default: none (the plain RNN: its state is h alone)."""
+        return {}
+
+    @property
+    def sigmoid_gates(self) -> tuple[str, ...]:
+        """The gates whose activations are sigmoids, in [0, 1] (the colour scale of their pictures). The naming rule
+        of the built-in cells: every gate but a candidate (the LSTM's ``g``, the GRU's ``n``; the RNN's ``h``)."""
+        return tuple(name for name in self.gate_names if name not in ("g", "n", "h"))
+
+    def internal_title(self, name: str) -> str:
+        """A readable name of an entry of ``internals`` (a picture's title)."""
+        return INTERNAL_TITLES.get(name, name)
 
     # ------------------------------------------------------------------------------------------ generation
     def prepare_step(self, p: Params) -> Any:
@@ -122,8 +149,12 @@ class Cell:
 
         return ReferenceRecurrent(self, input_size, num_layers, bidirectional, dropout)
 
-    def torch_step(self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any]) -> tuple[Any, ...]:
-        """The reference torch cell: x_side [B, G*H] = W_ih x_t + b_ih, state -> new state (autograd does the rest)."""
+    def torch_step(
+        self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any], record: dict[str, Any] | None = None
+    ) -> tuple[Any, ...]:
+        """The reference torch cell: x_side [B, G*H] = W_ih x_t + b_ih, state -> new state (autograd does the rest).
+        With ``record`` (a dict), also stores the step's gate activations in it under their ``gate_names``: the
+        torch side of ``internals``, what tests/test_analysis.py holds the NumPy cell's internals to."""
         raise NotImplementedError(f"cell {self.name} ({self.variant}) has no torch step")
 
 
@@ -151,6 +182,16 @@ def sigmoid_(a: np.ndarray) -> np.ndarray:
     a *= 0.5
     a += 0.5
     return a
+
+
+def steps_of(a: np.ndarray, batch_sizes: Any) -> np.ndarray:
+    """A copy of a [T, B, ...] array of a cache with NaN where step t has no valid row (rows >= ``batch_sizes[t]``,
+    whose values a forward pass leaves unspecified): what ``Cell.internals`` returns."""
+    out = np.array(a)  # (a cache's arrays are floats)
+    if batch_sizes is not None:
+        for t, b in enumerate(batch_sizes):
+            out[t, int(b) :] = np.nan
+    return out
 
 
 def work_array(prep: dict[str, Any], key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -193,8 +193,10 @@ class RNNCell(Cell):
         return nn.RNN(input_size, self.hidden_size, num_layers=num_layers, nonlinearity=self.nonlinearity,
                       bidirectional=bidirectional, dropout=dropout, batch_first=True)  # fmt: skip
 
-    def torch_step(self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any]) -> tuple[Any, ...]:
-        import torch
+    def torch_step(
+        self, x_side: Any, state: tuple[Any, ...], p: dict[str, Any], record: dict[str, Any] | None = None
+    ) -> tuple[Any, ...]:
+        import torch  # (no gates to record: the state h is all there is, and ``internals`` is empty)
 
         a = x_side + state[0] @ p["weight_hh"].T + p["bias_hh"]
         return (torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a),)

@@ -51,6 +51,11 @@ def forward(x, h0, params):
     return hs, h_prev, {"params": params, "steps": steps}
 
 
+def internals(cache):
+    """The gate activations of every step by name, [T, B, H] each (what the analysis pictures show)."""
+    return {name: np.stack([step[name] for step in cache["steps"]]) for name in ("r", "z", "n")}
+
+
 def backward(dhs, dh_n, cache):
     """dhs [T, B, H] (gradient of every h_t), dh_n [B, H] (of the final state) -> grads, dx [T, B, I], dh0 [B, H].
 

@@ -53,6 +53,11 @@ def forward(x, h0, c0, params):
     return hs, h_prev, c_prev, {"params": params, "steps": steps}
 
 
+def internals(cache):
+    """The gate activations and cell states of every step by name, [T, B, H] each (what the analysis pictures show)."""
+    return {name: np.stack([step[name] for step in cache["steps"]]) for name in ("i", "f", "g", "o", "c")}
+
+
 def backward(dhs, dh_n, dc_n, cache):
     """dhs [T, B, H] (gradient of every h_t), dh_n, dc_n [B, H] (of the final states) ->
     grads, dx [T, B, I], dh0 [B, H], dc0 [B, H]. grads holds weight_ih, weight_hh, bias_ih, bias_hh."""

@@ -32,7 +32,7 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 
 def detach_state(state: Any) -> Any:
-    """A state (tensor, or (h, c)) without autograd history: no graph into the previous batch."""
+    """A state (tensor, or a tuple (h, c, ...)) without autograd history: no graph into the previous batch."""
     if isinstance(state, torch.Tensor):
         return state.detach()
     if isinstance(state, tuple) and state and isinstance(state[0], torch.Tensor):

@@ -321,3 +321,49 @@ def test_no_branch_on_a_cells_name_outside_the_cells(tmp_path):
     (tmp_path / "pkg" / "m.py").write_text('def f(c):\n    return c == "lstm" or c in ("gru",)\n')
     assert len(cell_name_branches(tmp_path / "pkg")) == 2  # the check sees both forms
     assert cell_name_branches(Path(rnnlab.__file__).parent) == []
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_fgr_internals_and_forward_against_the_equations(reverse):
+    """The FGR LSTM's forward (variable lengths, both directions, non-zero initial states, previous gates included)
+    against its equations written out per sequence, and its ``internals``: [T, B, H] per gate (i, f, g, o) and the
+    cell state c, in time order and the cache's row order, zero past each sequence's length."""
+    cls = cell_class("lstm", "fgr")
+    H, T, B = 3, 5, 4
+    cell = cls(H)
+    rng = np.random.default_rng(11)
+    p = {name: rng.uniform(-0.8, 0.8, shape) for name, shape in cell.parameter_shapes(2)}
+    assert p["weight_gg"].shape == (3 * H, 3 * H)
+    lengths = np.array([5, 3, 3, 1])  # sorted: the batch's prefix runs at each step
+    batch_sizes = np.count_nonzero(lengths[None, :] > np.arange(T)[:, None], axis=1)
+    Xp = rng.standard_normal((T, B, 4 * H))
+    state0 = tuple(rng.standard_normal((B, H)) for _ in cls.states)
+    S, final, cache = cell.forward(Xp.copy(), state0, p, batch_sizes, reverse)
+    inside = cell.internals(cache)
+    assert set(inside) == {"i", "f", "g", "o", "c"}
+
+    def sigma(a):
+        return 1.0 / (1.0 + np.exp(-a))
+
+    R = p["weight_gg"]
+    for b in range(B):
+        h, c, q = state0[0][b], state0[1][b], np.concatenate([s[b] for s in state0[2:]])
+        steps = range(lengths[b] - 1, -1, -1) if reverse else range(lengths[b])
+        for t in steps:
+            a_i, a_f, a_g, a_o = np.split(Xp[t, b] + p["weight_hh"] @ h, 4)
+            r_i, r_f, r_o = np.split(R @ q, 3)  # R_yx y_{t-1} into gate x: block row x, block column y
+            i = sigma(a_i + r_i + p["weight_ci"] * c)
+            f = sigma(a_f + r_f + p["weight_cf"] * c)
+            g = np.tanh(a_g)
+            c = f * c + i * g
+            o = sigma(a_o + r_o + p["weight_co"] * c)
+            h = o * np.tanh(c)
+            q = np.concatenate([i, f, o])
+            for name, value in (("i", i), ("f", f), ("g", g), ("o", o), ("c", c)):
+                np.testing.assert_allclose(inside[name][t, b], value, rtol=0, atol=1e-12, err_msg=f"{name} {t} {b}")
+            np.testing.assert_allclose(S[t if reverse else t + 1, b], h, rtol=0, atol=1e-12)
+        for name in inside:
+            assert inside[name].shape == (T, B, H)
+            assert np.all(inside[name][lengths[b] :, b] == 0), name
+        for value, expected in zip(final, (h, c, *np.split(q, 3)), strict=True):
+            np.testing.assert_allclose(value[b], expected, rtol=0, atol=1e-12)

@@ -68,7 +68,8 @@ def check(cell: str, variant: str, nonlinearity: str, hidden: int, seed: int, ep
     from rnnlab.models.spec import NetSpec
     from rnnlab.models.torch.recurrent import TorchRecurrentNet
 
-    n_states = len(cell_class(cell, variant).states)
+    state_names = cell_class(cell, variant).states
+    n_states = len(state_names)
     worst: dict[str, list[float]] = {}
 
     def record(name: str, k: int, err: float) -> None:
@@ -103,7 +104,7 @@ def check(cell: str, variant: str, nonlinearity: str, hidden: int, seed: int, ep
             if not name.startswith("head."):
                 record(name.removeprefix("rnn."), 0, relative(grad, params[name].grad.numpy()))
         for i, (a, b) in enumerate(zip(d0, t0, strict=True)):
-            record(f"initial state {('h', 'c')[i]}", 0, relative(a, b.grad.numpy()))
+            record(f"initial state {state_names[i]}", 0, relative(a, b.grad.numpy()))
 
         # central finite differences of the NumPy forward
         state = state0 if n_states > 1 else state0[0]

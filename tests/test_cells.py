@@ -168,6 +168,68 @@ def test_generation_step_equals_forward(cell, variant):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(("cell", "variant"), CELL_KEYS, ids=IDS)
+def test_states_carried_over_chunks_equal_one_long_pass(cell, variant):
+    """Truncated BPTT and generation carry every state a cell has (h; h and c; or more, as the FGR LSTM's previous
+    gates): two chunks, the second started from the first's final state, give one long forward's outputs and final
+    states on both backends; on the NumPy backend, the second chunk's initial-state gradient fed into the first's
+    backward gives the long backward's gradients; and both backends' generation paths (the NumPy step, the torch
+    backend's step), one token at a time from a prompt's state, give the long pass's logits and states."""
+    from rnnlab.backends.numpy import NumpyBackend
+    from rnnlab.backends.torch import TorchBackend
+
+    spec = make_spec(cell, variant, 2, False)
+    numpy_net, torch_net = pair(spec)
+    n_states = len(cell_class(cell, variant).states)
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, spec.vocab_size, (3, 9))
+    out, final, cache = numpy_net.forward(x)
+    out1, state1, cache1 = numpy_net.forward(x[:, :5])
+    out2, state2, cache2 = numpy_net.forward(x[:, 5:], state=state1)
+    np.testing.assert_allclose(np.concatenate([out1, out2], axis=1), out, rtol=0, atol=1e-12)
+    assert len(as_tuple(state2)) == n_states
+    for a, b in zip(as_tuple(state2), as_tuple(final), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    if n_states > 1:  # every state takes part: a chunk started without the carried c, gates, ... differs
+        dropped = (as_tuple(state1)[0], *(np.zeros_like(s) for s in as_tuple(state1)[1:]))
+        assert np.abs(numpy_net.forward(x[:, 5:], state=dropped)[0] - out2).max() > 1e-6
+
+    G = rng.standard_normal(out.shape)
+    G_final = tuple(rng.standard_normal(s.shape) for s in as_tuple(final))
+    G_final = G_final if n_states > 1 else G_final[0]
+    numpy_net.zero_grad()
+    d_whole = as_tuple(numpy_net.backward(G, G_final, cache))
+    whole = {k: v.copy() for k, v in numpy_net.grads.items()}
+    numpy_net.zero_grad()
+    d_carried = numpy_net.backward(G[:, 5:], G_final, cache2)
+    d_chunks = as_tuple(numpy_net.backward(G[:, :5], d_carried, cache1))
+    for name, g in whole.items():
+        np.testing.assert_allclose(numpy_net.grads[name], g, rtol=0, atol=TOL, err_msg=name)
+    for a, b in zip(d_chunks, d_whole, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=TOL)
+
+    with torch.no_grad():
+        t_out, t_final = torch_net(torch.tensor(x))
+        t_out1, t_state1 = torch_net(torch.tensor(x[:, :5]))
+        t_out2, t_state2 = torch_net(torch.tensor(x[:, 5:]), state=t_state1)
+    torch.testing.assert_close(torch.cat([t_out1, t_out2], dim=1), t_out, rtol=0, atol=1e-12)
+    for a, b in zip(as_tuple(t_state2), as_tuple(t_final), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out, t_out.numpy(), rtol=0, atol=TOL)
+
+    ids = [int(v) for v in x[0]]
+    expected, _ = numpy_net.head_forward(out[0])
+    for backend, net in ((NumpyBackend(), numpy_net), (TorchBackend(), torch_net)):
+        logits, state = backend.prompt(net, ids[:3])
+        np.testing.assert_allclose(logits, expected[2], rtol=0, atol=TOL)
+        for t in range(3, len(ids)):
+            logits, state = backend.step(net, ids[t], state)
+            np.testing.assert_allclose(logits, expected[t], rtol=0, atol=TOL, err_msg=f"{type(backend).__name__} {t}")
+        assert len(as_tuple(state)) == n_states
+        for a, b in zip(as_tuple(state), as_tuple(final), strict=True):
+            np.testing.assert_allclose(np.asarray(a)[:, 0], b[:, 0], rtol=0, atol=TOL)
+
+
 SAME_GATES = [k for k in CELL_KEYS if k[1] != "standard" and cell_class(*k).gates == cell_class(k[0]).gates]
 
 
@@ -259,3 +321,49 @@ def test_no_branch_on_a_cells_name_outside_the_cells(tmp_path):
     (tmp_path / "pkg" / "m.py").write_text('def f(c):\n    return c == "lstm" or c in ("gru",)\n')
     assert len(cell_name_branches(tmp_path / "pkg")) == 2  # the check sees both forms
     assert cell_name_branches(Path(rnnlab.__file__).parent) == []
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_fgr_internals_and_forward_against_the_equations(reverse):
+    """The FGR LSTM's forward (variable lengths, both directions, non-zero initial states, previous gates included)
+    against its equations written out per sequence, and its ``internals``: [T, B, H] per gate (i, f, g, o) and the
+    cell state c, in time order and the cache's row order, NaN past each sequence's length."""
+    cls = cell_class("lstm", "fgr")
+    H, T, B = 3, 5, 4
+    cell = cls(H)
+    rng = np.random.default_rng(11)
+    p = {name: rng.uniform(-0.8, 0.8, shape) for name, shape in cell.parameter_shapes(2)}
+    assert p["weight_gg"].shape == (3 * H, 3 * H)
+    lengths = np.array([5, 3, 3, 1])  # sorted: the batch's prefix runs at each step
+    batch_sizes = np.count_nonzero(lengths[None, :] > np.arange(T)[:, None], axis=1)
+    Xp = rng.standard_normal((T, B, 4 * H))
+    state0 = tuple(rng.standard_normal((B, H)) for _ in cls.states)
+    S, final, cache = cell.forward(Xp.copy(), state0, p, batch_sizes, reverse)
+    inside = cell.internals(cache)
+    assert set(inside) == {"i", "f", "g", "o", "c"}
+
+    def sigma(a):
+        return 1.0 / (1.0 + np.exp(-a))
+
+    R = p["weight_gg"]
+    for b in range(B):
+        h, c, q = state0[0][b], state0[1][b], np.concatenate([s[b] for s in state0[2:]])
+        steps = range(lengths[b] - 1, -1, -1) if reverse else range(lengths[b])
+        for t in steps:
+            a_i, a_f, a_g, a_o = np.split(Xp[t, b] + p["weight_hh"] @ h, 4)
+            r_i, r_f, r_o = np.split(R @ q, 3)  # R_yx y_{t-1} into gate x: block row x, block column y
+            i = sigma(a_i + r_i + p["weight_ci"] * c)
+            f = sigma(a_f + r_f + p["weight_cf"] * c)
+            g = np.tanh(a_g)
+            c = f * c + i * g
+            o = sigma(a_o + r_o + p["weight_co"] * c)
+            h = o * np.tanh(c)
+            q = np.concatenate([i, f, o])
+            for name, value in (("i", i), ("f", f), ("g", g), ("o", o), ("c", c)):
+                np.testing.assert_allclose(inside[name][t, b], value, rtol=0, atol=1e-12, err_msg=f"{name} {t} {b}")
+            np.testing.assert_allclose(S[t if reverse else t + 1, b], h, rtol=0, atol=1e-12)
+        for name in inside:
+            assert inside[name].shape == (T, B, H)
+            assert np.all(np.isnan(inside[name][lengths[b] :, b])), name
+        for value, expected in zip(final, (h, c, *np.split(q, 3)), strict=True):
+            np.testing.assert_allclose(value[b], expected, rtol=0, atol=1e-12)

@@ -23,7 +23,7 @@ def spec(cell: str = "lstm", **kw) -> NetSpec:
 
 
 @pytest.mark.parametrize(("cell", "variant"), [("lstm", "standard"), ("gru", "standard"), ("lstm", "peephole"),
-                                               ("gru", "mgu"), ("rnn", "standard")])  # fmt: skip
+                                               ("gru", "mgu"), ("rnn", "standard"), ("lstm", "fgr")])  # fmt: skip
 def test_orthogonal_makes_every_gate_block_of_w_hh_orthogonal_and_changes_nothing_else(cell, variant):
     default = init_parameters(spec(cell, variant=variant), 3)
     ortho = init_parameters(spec(cell, variant=variant, init="orthogonal"), 3)
@@ -58,6 +58,12 @@ def test_forget_bias_shifts_the_forget_block_of_bias_ih_only():
             np.testing.assert_allclose(delta, np.r_[np.zeros(H), np.ones(H), np.zeros(2 * H)], atol=1e-15)
         else:
             np.testing.assert_array_equal(delta, 0.0, err_msg=name)
+    fgr = init_parameters(spec("lstm", variant="fgr", forget_bias=1.0), 3)  # i, f, g, o: the gate recurrence
+    fgr_default = init_parameters(spec("lstm", variant="fgr"), 3)  # (weight_gg) and peepholes are left alone
+    for name, value in fgr.items():
+        delta = value - fgr_default[name]
+        expected = np.r_[np.zeros(H), np.ones(H), np.zeros(2 * H)] if "bias_ih" in name else 0.0
+        np.testing.assert_allclose(delta, np.broadcast_to(expected, delta.shape), atol=1e-15, err_msg=name)
     nig = init_parameters(spec("lstm", variant="nig", forget_bias=2.0), 3)  # gates f, g, o: the first block
     base = init_parameters(spec("lstm", variant="nig"), 3)
     np.testing.assert_allclose((nig["rnn.bias_ih_l0"] - base["rnn.bias_ih_l0"])[:H], 2.0)

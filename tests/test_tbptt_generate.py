@@ -390,3 +390,33 @@ def test_generate_errors_are_one_line(parity_runs, capsys, compose, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "needs task=language_model" in result.stderr
+
+
+def test_fgr_carries_its_five_states_through_tbptt_and_generation(compose, tmp_path, monkeypatch, capsys):
+    """model=lstm model.variant=fgr with data.tbptt=true: the carried state is the cell's five states (h, c and the
+    previous step's gates i, f, o), equal on both backends after the last step (every step's loss agrees as the
+    LSTM's do, with a validation in between), detached on torch and saved in the checkpoint; rnnlab-generate samples
+    from either backend's checkpoint as the task itself does."""
+    common = (*TBPTT, "model=lstm", "model.variant=fgr", "model.num_layers=2", "optimizer=adam", "optimizer.lr=0.02",
+              "trainer.precision=64", "trainer.max_steps=8", "trainer.max_epochs=null", "trainer.val_check_interval=4",
+              "trainer.check_val_every_n_epoch=null", "task.sample_length=0")  # fmt: skip
+    runs = {b: run(compose, (*common, f"model.backend={b}"), tmp_path / b, monkeypatch) for b in ("torch", "numpy")}
+    capsys.readouterr()  # the training runs' reports
+    np.testing.assert_allclose(runs["numpy"][0].losses, runs["torch"][0].losses, rtol=1e-8, atol=0)
+    np.testing.assert_allclose(runs["numpy"][0].val_losses, runs["torch"][0].val_losses, rtol=1e-6)
+    assert len(runs["torch"][0].losses) == 8
+    assert all(runs["torch"][0].detached)
+    numpy_state, torch_state = runs["numpy"][1].train_state, runs["torch"][1].train_state
+    assert len(numpy_state) == len(torch_state) == 5
+    for a, t in zip(numpy_state, torch_state, strict=True):
+        assert t.grad_fn is None
+        np.testing.assert_allclose(a, t.numpy(), rtol=1e-7, atol=1e-10)
+        assert np.abs(a).max() > 0
+    for backend in ("torch", "numpy"):
+        ckpt = tmp_path / backend / "checkpoints" / "last.ckpt"
+        assert len(checkpoint(tmp_path / backend)["tbptt_state"]) == 5
+        code, out, err = generate_in_process(capsys, f"ckpt_path={ckpt}", "prompt=ROMEO:", "length=30",
+                                             "temperature=0.7", "seed=3")  # fmt: skip
+        assert code == 0, err
+        task = LanguageModelTask.load_from_checkpoint(ckpt, map_location="cpu")
+        assert out == task.generate("ROMEO:", 30, temperature=0.7, top_k=None, seed=3) + "\n"

@@ -44,7 +44,7 @@ def tensors_to_arrays(obj: Any) -> Any:
 
 
 def copy_state(state: Any) -> Any:
-    """A NumPy state (array, or (h, c)) copied out of the network's work arrays."""
+    """A NumPy state (array, or a tuple (h, c, ...)) copied out of the network's work arrays."""
     if state is None:
         return None
     return tuple(np.array(s, copy=True) for s in state) if isinstance(state, tuple) else np.array(state, copy=True)

@@ -28,7 +28,7 @@ def build_optimizer(params: Any, optimizer: dict[str, Any]) -> torch.optim.Optim
 
 
 def detach_state(state: Any) -> Any:
-    """A state (tensor, or (h, c)) without autograd history: no graph into the previous batch."""
+    """A state (tensor, or a tuple (h, c, ...)) without autograd history: no graph into the previous batch."""
     if isinstance(state, torch.Tensor):
         return state.detach()
     if isinstance(state, tuple) and state and isinstance(state[0], torch.Tensor):

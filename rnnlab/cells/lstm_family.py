@@ -28,7 +28,8 @@ a factor that a variant fixes to 1 drops out)::
 
 These cells are written for clarity over speed (plain NumPy expressions per step, one GEMM per step and dW_hh in one
 GEMM after the loop, as every cell); their torch counterpart is the reference module running ``torch_step``.
-The paper's ninth variant, full gate recurrence (fgr), carries the previous step's gates as state and is not here.
+The paper's remaining variant, full gate recurrence (``fgr``: i, f, o also see the previous step's i, f, o, carried
+as three more states), is in rnnlab/cells/lstm_fgr.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 A cell is one layer in one direction. Its NumPy class declares
 
 * ``gates`` (G): the rows of ``weight_ih`` [G*H, I] and ``weight_hh`` [G*H, H] are G blocks of H, in torch's order
-  (``gate_names``), and ``states``: ``("h",)`` or ``("h", "c")``, the state a layer carries and hands over;
+  (``gate_names``), and ``states``: ``("h",)``, ``("h", "c")`` or more (the FGR LSTM's previous gates), each
+  [B, H] with h first, the state a layer carries and hands over;
 * its parameters with torch's names and shapes (``parameter_shapes``): always ``weight_ih``, ``weight_hh``,
   ``bias_ih``, ``bias_hh`` first (drawn by the one initializer in the order torch's modules list them), then any
   ``extra_parameters`` of its own (drawn from a stream keyed by each parameter's full name, so adding a cell changes

@@ -49,7 +49,7 @@ class Regularisers:
     input_dropout: float = 0.0
     recurrent_dropout: float = 0.0
     output_dropout: float = 0.0
-    zoneout: float = 0.0  # the hidden state h (and every state but c, if a cell has more)
+    zoneout: float = 0.0  # the hidden state h
     zoneout_c: float | None = None  # the cell state c; None: the same as zoneout
 
     @classmethod
@@ -71,9 +71,10 @@ class Regularisers:
         return self.recurrent_dropout > 0 or any(r > 0 for r in self.zone_all)
 
     def zone_rates(self, states: tuple[str, ...]) -> tuple[float, ...]:
-        """The zoneout probability of each of a cell's states (c: ``zoneout_c``; the others: ``zoneout``)."""
+        """The zoneout probability of each of a cell's states: h ``zoneout``, c ``zoneout_c``, none for any other
+        (the previous gates that the fgr LSTM carries are not memory to preserve)."""
         z, zc = self.zone_all
-        return tuple(zc if name == "c" else z for name in states)
+        return tuple({"h": z, "c": zc}.get(name, 0.0) for name in states)
 
 
 @dataclass

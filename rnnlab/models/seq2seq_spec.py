@@ -80,11 +80,9 @@ class Seq2SeqSpec:
 
 def check_spec(spec: Seq2SeqSpec) -> None:
     try:
-        cell = cell_for(spec)
+        cell_for(spec)  # a registered cell (one readable error otherwise)
     except RegistryError as err:
         raise ValueError(str(err)) from None
-    if len(cell.states) > 2:
-        raise ValueError(f"cell {spec.cell} has {len(cell.states)} states; the encoder-decoder bridges h and c only")
     if spec.attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {ATTENTIONS}, got {spec.attention!r}")
     if spec.embed_dim < 1:
@@ -101,7 +99,8 @@ def init_seq2seq_parameters(spec: Seq2SeqSpec, seed: int) -> dict[str, np.ndarra
         tgt_embedding.weight       [Vt, E]        N(0, 1), row pad_id zero
         decoder.{weight,bias}_*    input E (+ H)  U(-1/sqrt(H), 1/sqrt(H))
         bridge_h.weight, .bias     [H, 2H], [H]   U(-1/sqrt(2H), 1/sqrt(2H))    bidirectional only (nn.Linear)
-        bridge_c.weight, .bias     [H, 2H], [H]   likewise                      bidirectional, cells with a c state
+        bridge_<s>.weight, .bias   [H, 2H], [H]   likewise                      bidirectional: each further state s of
+                                                                                the cell (c for an LSTM, ...)
         attention.query.weight     [H, H]         U(-1/sqrt(H), 1/sqrt(H))      additive (W_s)
         attention.key.weight       [H, F]         U(-1/sqrt(F), 1/sqrt(F))      additive, or dot with F != H (W_h)
         attention.v.weight         [1, H]         U(-1/sqrt(H), 1/sqrt(H))      additive (v)
@@ -129,7 +128,7 @@ def init_seq2seq_parameters(spec: Seq2SeqSpec, seed: int) -> dict[str, np.ndarra
     params["tgt_embedding.weight"] = embedding(spec.tgt_vocab_size)
     params.update(draw_recurrent(spec.decoder_spec(), rng, seed, "decoder.", 1.0 / math.sqrt(H)))
     if spec.bidirectional:
-        for part in cell_for(spec).states:  # one bridge per state: h, and c for an LSTM
+        for part in cell_for(spec).states:  # one bridge per state: h, and c for an LSTM, ...
             params[f"bridge_{part}.weight"] = uniform(2 * H, (H, 2 * H))
             params[f"bridge_{part}.bias"] = uniform(2 * H, (H,))
     if spec.attention == "additive":

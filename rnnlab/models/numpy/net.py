@@ -2,7 +2,8 @@
 
 The NumPy twin of ``rnnlab.models.torch.recurrent.TorchRecurrentNet``: the same parameters under the same names
 and shapes (``params``, drawn by ``rnnlab.models.init``), the same inputs and outputs (batch-first token ids,
-outputs [B, T, H * D], final states [L * D, B, H] ordered layer * D + direction, ``(h_n, c_n)`` for the LSTM),
+outputs [B, T, H * D], final states [L * D, B, H] ordered layer * D + direction: h_n, or a tuple (h_n, c_n, ...)
+with one array per state of a cell with several, ``(h_n, c_n)`` for the LSTM),
 and the same treatment of variable lengths as ``pack_padded_sequence(..., enforce_sorted=False)``. With float64
 and no dropout the two compute the same numbers.
 
@@ -40,7 +41,7 @@ from rnnlab.models.numpy.stack import RecurrentStack, StackCache
 from rnnlab.models.regularisers import MaskSource, Regularisers, reorder
 from rnnlab.models.spec import NetSpec
 
-State = np.ndarray | tuple[np.ndarray, np.ndarray]  # h_n, or (h_n, c_n) for a cell with a c state (the LSTM)
+State = np.ndarray | tuple[np.ndarray, ...]  # h_n, or (h_n, c_n, ...) for a cell with several states (the LSTM's c)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class _StepPlan:
     cells: list[Any]  # per layer: what the cell's ``step`` precomputed (``prepare_step``)
     head_WT: np.ndarray  # [H, C]
     head_b: np.ndarray
-    states: list[np.ndarray]  # one [L, H] array per state of the cell (h, and c for an LSTM)
+    states: list[np.ndarray]  # one [L, H] array per state of the cell (h, and c for an LSTM, ...)
     xp: np.ndarray  # [G*H]
     logits: np.ndarray  # [C]
 
@@ -93,7 +94,7 @@ class NumpyRecurrentNet(NumpyParameters):
             nonlinearity=spec.nonlinearity,
             variant=spec.variant,
         )
-        self.has_c = self.stack.has_c
+        self.n_states = self.stack.n_states
         # variational dropout and zoneout inside the recurrence: masks drawn as the torch backend draws them
         regs = Regularisers.of(spec)
         self.masks = MaskSource(regs, seed) if regs.active else None
@@ -147,7 +148,7 @@ class NumpyRecurrentNet(NumpyParameters):
         train: bool,
     ) -> tuple[np.ndarray, State, NetCache]:
         self._plan = None  # parameters may have changed since the last step()
-        h0, c0 = self._split_state(state, inputs.shape[1], order)
+        states0 = self._split_state(state, inputs.shape[1], order)
         masks = None
         if self.masks is not None:
             spec, states = self.spec, self.stack.cell.states
@@ -158,11 +159,11 @@ class NumpyRecurrentNet(NumpyParameters):
                 masks = masks if order is None else reorder(masks, order)
             else:
                 masks = self.masks.evaluation(spec.num_layers, spec.num_directions, states)
-        out, h_n, c_n, stack_cache = self.stack.forward(inputs, h0, c0, batch_sizes, train, masks)
+        out, finals, stack_cache = self.stack.forward(inputs, states0, batch_sizes, train, masks)
         if inverse is not None:
-            out, h_n = out[:, inverse], h_n[:, inverse]
-            c_n = None if c_n is None else c_n[:, inverse]
-        final: State = (h_n, c_n) if self.has_c else h_n
+            out = out[:, inverse]
+            finals = tuple(s_n[:, inverse] for s_n in finals)
+        final: State = finals if self.n_states > 1 else finals[0]
         return out.transpose(1, 0, 2), final, NetCache(stack_cache, ids_tm, order, inverse)
 
     def _packing(self, lengths: Any, B: int, T: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -185,26 +186,29 @@ class NumpyRecurrentNet(NumpyParameters):
         batch_sizes = np.count_nonzero(sorted_lengths[None, :] > np.arange(T)[:, None], axis=1)
         return order, inverse, batch_sizes
 
-    def _split_state(self, state: State | None, B: int, order: np.ndarray | None) -> tuple[Any, Any]:
+    def _split_state(self, state: State | None, B: int, order: np.ndarray | None) -> tuple[np.ndarray, ...] | None:
+        """The initial states (h0, c0, ...) as the stack takes them, in its batch order; None: zeros."""
         if state is None:
-            return None, None
+            return None
         L, H = self.spec.num_layers * self.spec.num_directions, self.spec.hidden_size
         parts = state if isinstance(state, tuple) else (state,)
-        if len(parts) != (2 if self.has_c else 1):
-            raise ValueError(f"the state of cell {self.spec.cell} is {' and '.join(self.stack.cell.states)}: "
-                             f"{'a tuple (h, c)' if self.has_c else 'a single array'}")  # fmt: skip
+        names = self.stack.cell.states
+        if len(parts) != self.n_states:
+            listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+            shape = f"a tuple ({', '.join(names)})" if self.n_states > 1 else "a single array"
+            raise ValueError(f"the state of cell {self.spec.cell} is {listed}: {shape}")
         out = []
         for part in parts:
             part = np.asarray(part, dtype=self._dtype)
             if part.shape != (L, B, H):
                 raise ValueError(f"state of shape {part.shape}, expected {(L, B, H)}")
             out.append(part if order is None else part[:, order])
-        return out[0], (out[1] if len(out) > 1 else None)
+        return tuple(out)
 
     # --------------------------------------------------------------------------------------------- backward
     def backward(self, d_out: np.ndarray | None, d_final: Any, cache: NetCache) -> State:
-        """Gradients of the outputs [B, T, H * D] and of the final state (either may be None; with a c state,
-        (dh_n, dc_n) with either None) -> gradient of the initial state, shaped like the state.
+        """Gradients of the outputs [B, T, H * D] and of the final state (either may be None; with several states,
+        a tuple (dh_n, dc_n, ...) with any of them None) -> gradient of the initial state, shaped like the state.
 
         Accumulates into ``grads``: every recurrent parameter, the embedding (row padding_idx excluded) or
         the one-hot input weights. The head's gradient comes from ``head_backward``.
@@ -230,16 +234,13 @@ class NumpyRecurrentNet(NumpyParameters):
         if d_out is not None:  # time-major and contiguous: the time loop reads one [B, H * D] block per step
             d_out_tm = np.asarray(d_out).transpose(1, 0, 2)
             d_out_tm = memory.copy(d_out_tm if order is None else d_out_tm[:, order], self._dtype)
-        dh_n, dc_n = (
-            (d_final if isinstance(d_final, tuple) else (d_final, None)) if d_final is not None else (None, None)
-        )
-        dh_n = None if dh_n is None else self._sorted(dh_n, order)
-        dc_n = None if dc_n is None else self._sorted(dc_n, order)
-        dx, dh0, dc0 = self.stack.backward(d_out_tm, dh_n, dc_n, cache.stack, need_dx)
+        n = self.n_states
+        parts = () if d_final is None else d_final if isinstance(d_final, tuple) else (d_final,)
+        d_finals = tuple(None if d is None else self._sorted(d, order) for d in (*parts, *(None,) * n)[:n])
+        dx, d_states0 = self.stack.backward(d_out_tm, d_finals, cache.stack, need_dx)
         if cache.inverse is not None:
-            dh0 = dh0[:, cache.inverse]
-            dc0 = None if dc0 is None else dc0[:, cache.inverse]
-        return dx, ((dh0, dc0) if self.has_c else dh0)
+            d_states0 = tuple(d0[:, cache.inverse] for d0 in d_states0)
+        return dx, (d_states0 if n > 1 else d_states0[0])
 
     def _sorted(self, a: Any, order: np.ndarray | None) -> np.ndarray:
         a = np.asarray(a, dtype=self._dtype)
@@ -252,13 +253,13 @@ class NumpyRecurrentNet(NumpyParameters):
         return np.concatenate(list(h_n[-self.spec.num_directions :]), axis=-1)
 
     def last_hidden_backward(self, d_feat: np.ndarray) -> State:
-        """The gradient of the final state given that of ``last_hidden`` (zeros elsewhere; dc_n None)."""
+        """The gradient of the final state given that of ``last_hidden`` (zeros elsewhere; dc_n, ... None)."""
         D, H = self.spec.num_directions, self.spec.hidden_size
         d_feat = np.asarray(d_feat, dtype=self._dtype)
         dh_n = np.zeros((self.spec.num_layers * D, d_feat.shape[0], H), dtype=self._dtype)
         for d in range(D):
             dh_n[-D + d] = d_feat[:, d * H : (d + 1) * H]
-        return (dh_n, None) if self.has_c else dh_n
+        return (dh_n, *(None,) * (self.n_states - 1)) if self.n_states > 1 else dh_n
 
     # ------------------------------------------------------------------------------------------------- head
     def head_forward(self, h: np.ndarray) -> tuple[np.ndarray, LinearCache]:
@@ -297,7 +298,7 @@ class NumpyRecurrentNet(NumpyParameters):
             for part in plan.states:
                 part.fill(0)
         else:
-            for part, given in zip(plan.states, state if self.has_c else (state,), strict=True):
+            for part, given in zip(plan.states, state if self.n_states > 1 else (state,), strict=True):
                 np.copyto(part, np.reshape(given, (L, H)))
         cell, xp = self.stack.cell, plan.xp
         zone = self.masks.regs.zone_rates(cell.states) if self.masks is not None else ()
@@ -317,7 +318,7 @@ class NumpyRecurrentNet(NumpyParameters):
         np.matmul(plan.states[0][L - 1], plan.head_WT, out=plan.logits)
         plan.logits += plan.head_b
         new = tuple(part.reshape(L, 1, H).copy() for part in plan.states)
-        return plan.logits.copy(), (new if self.has_c else new[0])
+        return plan.logits.copy(), (new if self.n_states > 1 else new[0])
 
     def _build_plan(self) -> _StepPlan:
         spec, p, dtype = self.spec, self.params, self._dtype

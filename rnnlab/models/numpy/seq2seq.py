@@ -6,7 +6,8 @@ Network (Luong et al., 2015, with Bahdanau's additive score as an option)::
 
     encoder:  h_1..h_S = RNN_enc(E_src x_1..x_S)        stacked, optionally bidirectional; h_j [F], F = H * D
     bridge:   s_0^(l) = h_n^(l)                          unidirectional encoder
-              s_0^(l) = W_b [h_n^(l,fwd); h_n^(l,bwd)] + b_b   bidirectional (also c_0^(l) for the LSTM, own W, b)
+              s_0^(l) = W_b [h_n^(l,fwd); h_n^(l,bwd)] + b_b   bidirectional (likewise every further state of the
+                                                               cell, c_0^(l) for the LSTM, each with its own W, b)
     decoder:  s_t = RNN_dec([E_tgt y_{t-1}; h~_{t-1}], s_{t-1})   (input feeding; h~_0 = 0; no h~ without attention)
     attention (model.attention = additive | dot, see attention.py):
               a_t = softmax_j(score(s_t, h_j)) over the source positions j < length,  c_t = sum_j a_tj h_j,
@@ -61,8 +62,7 @@ class _Encoded:
     values: np.ndarray  # encoder outputs [B, S, F] (zero past each length)
     keys: np.ndarray  # [B, S, H]: W_h h_j, or h_j itself (dot attention, F == H); values when no attention
     mask: np.ndarray  # [B, S] bool, True at j < length
-    h0: np.ndarray  # decoder initial state [L, B, H]
-    c0: np.ndarray | None  # LSTM
+    states0: tuple[np.ndarray, ...]  # decoder initial states (h0, c0, ...), [L, B, H] each
     cache: Any  # what backward needs (None when decoding)
 
 
@@ -81,7 +81,7 @@ class Seq2SeqCache:
     order: np.ndarray | None
     inverse: np.ndarray | None
     values: np.ndarray
-    bridge_in: list[np.ndarray]  # bidirectional: [h_fwd; h_bwd] per layer, [L, B, 2H] (and c) for the bridge
+    bridge_in: list[np.ndarray]  # bidirectional: [h_fwd; h_bwd] per layer, [L, B, 2H] (and c, ...) for the bridges
     steps: list[_StepCache] | None = None  # the step-by-step decoder
     whole: tuple[StackCache, np.ndarray] | None = None  # the one-call decoder (no attention, all steps forced)
     outputs: np.ndarray | None = None  # o_t [B, T, H], the output layer's input
@@ -118,25 +118,23 @@ class NumpySeq2Seq(NumpyParameters):
         order, inverse, batch_sizes = packing(lengths, B, S)
         src_tm = np.ascontiguousarray((ids if order is None else ids[order]).T)
         emb = embedding_forward(p["src_embedding.weight"], src_tm)  # [S, B, E]
-        out, h_n, c_n, stack_cache = self.encoder.forward(emb, None, None, batch_sizes, train)
+        out, finals, stack_cache = self.encoder.forward(emb, None, batch_sizes, train)
         if inverse is not None:
-            out, h_n = out[:, inverse], h_n[:, inverse]
-            c_n = None if c_n is None else c_n[:, inverse]
+            out = out[:, inverse]
+            finals = tuple(s_n[:, inverse] for s_n in finals)
         values = np.ascontiguousarray(out.transpose(1, 0, 2))  # [B, S, F]
         mask = np.arange(S)[None, :] < lengths[:, None]
         keys = values @ p["attention.key.weight"].T if spec.has_key_projection else values
         bridge_in: list[np.ndarray] = []
-        h0, c0 = h_n, c_n
-        if spec.bidirectional:
-            h_in = np.concatenate([h_n[0::2], h_n[1::2]], axis=-1)  # [L, B, 2H]
-            h0 = h_in @ p["bridge_h.weight"].T + p["bridge_h.bias"]
-            bridge_in.append(h_in)
-            if c_n is not None:
-                c_in = np.concatenate([c_n[0::2], c_n[1::2]], axis=-1)
-                c0 = c_in @ p["bridge_c.weight"].T + p["bridge_c.bias"]
-                bridge_in.append(c_in)
+        states0 = finals
+        if spec.bidirectional:  # one bridge per state: h, then c for the LSTM, ...
+            states0 = ()
+            for part, s_n in zip(self.encoder.cell.states, finals, strict=True):
+                s_in = np.concatenate([s_n[0::2], s_n[1::2]], axis=-1)  # [L, B, 2H]
+                states0 += (s_in @ p[f"bridge_{part}.weight"].T + p[f"bridge_{part}.bias"],)
+                bridge_in.append(s_in)
         cache = Seq2SeqCache(stack_cache, src_tm, order, inverse, values, bridge_in)
-        return _Encoded(values, keys, mask, h0, c0, cache), cache
+        return _Encoded(values, keys, mask, states0, cache), cache
 
     # ------------------------------------------------------------------------------------- one decoder step
     def _attend(self, enc: _Encoded, s: np.ndarray) -> tuple[np.ndarray, Any, Any, np.ndarray]:
@@ -155,20 +153,19 @@ class NumpySeq2Seq(NumpyParameters):
         self,
         enc: _Encoded,
         tokens: np.ndarray,
-        h: np.ndarray,
-        c: np.ndarray | None,
+        states: tuple[np.ndarray, ...],
         feed: np.ndarray | None,
         train: bool,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, _StepCache, np.ndarray | None]:
-        """(o_t [B, H], h, c, h~ (the next feed), cache, attention weights) for input tokens [B]."""  # fmt: skip
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray | None, _StepCache, np.ndarray | None]:
+        """(o_t [B, H], the states (h, c, ...), h~ (the next feed), cache, attention weights) for input tokens [B]."""
         e = embedding_forward(self.params["tgt_embedding.weight"], tokens)  # [B, E]
         x = np.concatenate([e, feed], axis=-1) if self.spec.has_attention else e
-        out, h, c, stack_cache = self.decoder.forward(x[None], h, c, None, train)
+        out, states, stack_cache = self.decoder.forward(x[None], states, None, train)
         s = out[0]
         if not self.spec.has_attention:
-            return s, h, c, None, _StepCache(tokens, stack_cache, None, None), None
+            return s, states, None, _StepCache(tokens, stack_cache, None, None), None
         h_tilde, a_cache, c_cache, weights = self._attend(enc, s)
-        return h_tilde, h, c, h_tilde, _StepCache(tokens, stack_cache, a_cache, c_cache), weights
+        return h_tilde, states, h_tilde, _StepCache(tokens, stack_cache, a_cache, c_cache), weights
 
     # ------------------------------------------------------------------------------------------------ training
     def forward(
@@ -183,12 +180,12 @@ class NumpySeq2Seq(NumpyParameters):
         forced = teacher is None or bool(np.asarray(teacher)[:, 1:].all())
         if not spec.has_attention and forced:  # the whole target sequence in one call of the stack
             emb = embedding_forward(p["tgt_embedding.weight"], np.ascontiguousarray(tgt_in.T))  # [T, B, E]
-            out, _, _, dec_cache = self.decoder.forward(emb, enc.h0, enc.c0, None, train)
+            out, _, dec_cache = self.decoder.forward(emb, enc.states0, None, train)
             outputs = np.ascontiguousarray(out.transpose(1, 0, 2))
             cache.whole = (dec_cache, np.ascontiguousarray(tgt_in.T))
         else:
             outputs = memory.empty((B, T, spec.hidden_size), self._dtype)
-            h, c = enc.h0, enc.c0
+            states = enc.states0
             feed = np.zeros((B, spec.hidden_size), dtype=self._dtype) if spec.has_attention else None
             steps = []
             tokens = tgt_in[:, 0]
@@ -201,7 +198,7 @@ class NumpySeq2Seq(NumpyParameters):
                     else:  # the previous step's prediction where the draw says so
                         predicted = np.argmax(outputs[:, t - 1] @ W_o.T + b_o, axis=1)
                         tokens = np.where(np.asarray(teacher)[:, t], gold, predicted)
-                o, h, c, feed, step_cache, _ = self._step(enc, tokens, h, c, feed, train)
+                o, states, feed, step_cache, _ = self._step(enc, tokens, states, feed, train)
                 outputs[:, t] = o
                 steps.append(step_cache)
             cache.steps = steps
@@ -223,10 +220,10 @@ class NumpySeq2Seq(NumpyParameters):
         if cache.whole is not None:
             dec_cache, tgt_tm = cache.whole
             d_out_tm = memory.copy(d_outputs.transpose(1, 0, 2), self._dtype)
-            dx, dh, dc = self.decoder.backward(d_out_tm, None, None, dec_cache, need_dx=True)
+            dx, d_states = self.decoder.backward(d_out_tm, None, dec_cache, need_dx=True)
             embedding_backward(dx, tgt_tm, g["tgt_embedding.weight"], spec.pad_id)
         else:
-            dh, dc = None, None
+            d_states = None
             d_feed = None
             E = spec.embed_dim
             if spec.has_attention:
@@ -257,8 +254,8 @@ class NumpySeq2Seq(NumpyParameters):
                     d_values += dvals
                 else:
                     ds = d_o
-                dx, dh, dc = self.decoder.backward(memory.copy(ds[None], self._dtype), dh, dc, step.stack,
-                                                   need_dx=True)  # fmt: skip
+                dx, d_states = self.decoder.backward(memory.copy(ds[None], self._dtype), d_states, step.stack,
+                                                     need_dx=True)  # fmt: skip
                 dx = dx[0]
                 embedding_backward(dx[:, :E], step.tokens, g["tgt_embedding.weight"], spec.pad_id)
                 d_feed = dx[:, E:] if spec.has_attention else None
@@ -270,26 +267,24 @@ class NumpySeq2Seq(NumpyParameters):
                 else:
                     d_values += d_keys
         # the bridge: the decoder's initial state from the encoder's final state
-        dh_n, dc_n = dh, dc
+        d_finals = d_states
         if spec.bidirectional:
-            dh_n = self._bridge_backward("h", dh, cache.bridge_in[0])
-            if dc is not None:
-                dc_n = self._bridge_backward("c", dc, cache.bridge_in[1])
+            parts = zip(self.encoder.cell.states, d_states, cache.bridge_in, strict=True)
+            d_finals = tuple(self._bridge_backward(part, d, s_in) for part, d, s_in in parts)
         order = cache.order
         if order is not None:
-            dh_n = dh_n[:, order]
-            dc_n = None if dc_n is None else dc_n[:, order]
+            d_finals = tuple(d[:, order] for d in d_finals)
         d_out_tm = None
         if d_values is not None:
             d_out_tm = d_values.transpose(1, 0, 2)
             d_out_tm = memory.copy(d_out_tm if order is None else d_out_tm[:, order], self._dtype)
-        dx, _, _ = self.encoder.backward(d_out_tm, memory.copy(dh_n, self._dtype),
-                                         None if dc_n is None else memory.copy(dc_n, self._dtype),
-                                         cache.encoder, need_dx=True)  # fmt: skip
+        dx, _ = self.encoder.backward(d_out_tm, tuple(memory.copy(d, self._dtype) for d in d_finals), cache.encoder,
+                                      need_dx=True)  # fmt: skip
         embedding_backward(dx, cache.src_tm, g["src_embedding.weight"], spec.pad_id)
 
     def _bridge_backward(self, part: str, d_out: np.ndarray, bridge_in: np.ndarray) -> np.ndarray:
-        """x_l = [h_fwd; h_bwd] per layer, y_l = W x_l + b: accumulate dW, db; return d h_n [L * 2, B, H]."""
+        """x_l = [s_fwd; s_bwd] per layer, y_l = W x_l + b (s: the state ``part``): accumulate dW, db; return
+        d s_n [L * 2, B, H]."""
         L, B, H = d_out.shape
         W = self.params[f"bridge_{part}.weight"]
         self.grads[f"bridge_{part}.weight"] += d_out.reshape(L * B, H).T @ bridge_in.reshape(L * B, 2 * H)
@@ -306,20 +301,20 @@ class NumpySeq2Seq(NumpyParameters):
         enc.cache = None
         B = enc.values.shape[0]
         feed = np.zeros((B, self.spec.hidden_size), dtype=self._dtype) if self.spec.has_attention else None
-        return enc, (enc.h0, enc.c0, feed)
+        return enc, (enc.states0, feed)
 
     def step(
         self, memory_: _Encoded, state: tuple[Any, ...], tokens: np.ndarray
     ) -> tuple[np.ndarray, tuple[Any, ...], np.ndarray | None]:
-        h, c, feed = state
-        o, h, c, feed, _, weights = self._step(memory_, np.asarray(tokens, dtype=np.int64), h, c, feed, False)
+        states, feed = state
+        o, states, feed, _, weights = self._step(memory_, np.asarray(tokens, dtype=np.int64), states, feed, False)
         logits = (o @ self.params["output.weight"].T + self.params["output.bias"]).astype(np.float64)
-        return log_softmax(logits), (h, c, feed), weights
+        return log_softmax(logits), (states, feed), weights
 
     def select(self, memory_: _Encoded, state: tuple[Any, ...], index: np.ndarray) -> tuple[_Encoded, tuple]:
-        h, c, feed = state
-        enc = _Encoded(memory_.values[index], memory_.keys[index], memory_.mask[index], memory_.h0, memory_.c0, None)
-        return enc, (h[:, index], None if c is None else c[:, index], None if feed is None else feed[index])
+        states, feed = state
+        enc = _Encoded(memory_.values[index], memory_.keys[index], memory_.mask[index], memory_.states0, None)
+        return enc, (tuple(s[:, index] for s in states), None if feed is None else feed[index])
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

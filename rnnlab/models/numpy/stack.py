@@ -3,7 +3,7 @@
     x^(0) = input
     out^(l) = [forward_l(x^(l)) ; reverse_l(x^(l))]           (concatenated on the feature axis)
     x^(l+1) = dropout(out^(l))                                 (training only, not after the last layer)
-    h_n[l * D + d] = final state of layer l, direction d       (D = 2 if bidirectional else 1; c_n likewise)
+    h_n[l * D + d] = final state of layer l, direction d       (D = 2 if bidirectional else 1; c_n ... likewise)
 
 Dropout is inverted dropout as in torch: each element is kept with probability 1 - p and then scaled by
 1 / (1 - p). The masks are drawn from the stack's ``numpy.random.Generator`` and kept in the cache
@@ -25,7 +25,8 @@ applied here around each layer, and a layer with a mask inside the recurrence ru
 (rnnlab.models.numpy.stepped).
 
 The stack knows cells only through their protocol (rnnlab/cells/protocol.py): a layer's states are the cell's
-``states`` (h, or h and c), passed as ``h0``/``c0`` and returned as ``h_n``/``c_n`` (None without a second state).
+``states`` (h; h and c; or more, each [B, H]), passed in as a tuple ``states0`` = (h0, c0, ...) and returned as a
+tuple (h_n, c_n, ...), one [L * D, B, H] array per state in the cell's order.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class RecurrentStack:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         # a Cell instance, or a registered name (and variant) with this hidden size and nonlinearity
         self.cell = cell if isinstance(cell, Cell) else cell_class(cell, variant)(hidden_size, nonlinearity)
-        self.has_c = len(self.cell.states) == 2  # the second state (the LSTM's c), passed alongside h
+        self.n_states = len(self.cell.states)  # h first, then the cell's others (the LSTM's c, ...), each [B, H]
         self.extra_names = self.cell.extra_parameters
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -136,26 +137,26 @@ class RecurrentStack:
     def forward(
         self,
         inputs: np.ndarray,
-        h0: np.ndarray | None = None,
-        c0: np.ndarray | None = None,
+        states0: tuple[np.ndarray | None, ...] | None = None,
         batch_sizes: np.ndarray | None = None,
         train: bool = False,
         masks: list[LayerMasks] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, StackCache]:
-        """inputs [T, B, I] (floats) or [T, B] (token ids, one-hot); h0, c0 [L * D, B, H] or None (zeros).
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], StackCache]:
+        """inputs [T, B, I] (floats) or [T, B] (token ids, one-hot); states0 (h0, c0, ...): one [L * D, B, H] array
+        or None (zeros) per state of the cell, or None (all zeros).
 
         ``masks``: per layer, the variational dropout and zoneout masks (rnnlab.models.regularisers), rows in this
         batch's order; a layer with a mask or zoneout inside the recurrence runs its cell step by step
-        (rnnlab.models.numpy.stepped). Returns out [T, B, D * H] (zero at padded steps), h_n, c_n (None unless the
-        cell has a second state) and the cache.
+        (rnnlab.models.numpy.stepped). Returns out [T, B, D * H] (zero at padded steps), the final states (h_n, c_n,
+        ...) [L * D, B, H] each, and the cache.
         """
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         GH = self.cell.gates * H
         T, B = inputs.shape[:2]
         dtype = self.params[self.names(0, 0)[1]].dtype
         zeros = memory.zeros((B, H), dtype)
-        h_n = np.empty((L * D, B, H), dtype=dtype)
-        c_n = np.empty((L * D, B, H), dtype=dtype) if self.has_c else None
+        states0 = (None,) * self.n_states if states0 is None else tuple(states0)
+        finals = tuple(np.empty((L * D, B, H), dtype=dtype) for _ in range(self.n_states))
         x = inputs if np.issubdtype(inputs.dtype, np.integer) else with_ones_column(inputs, dtype)
         layers: list[LayerCache] = []
         out = x
@@ -182,9 +183,7 @@ class RecurrentStack:
                     np.take(table, x, axis=0, out=Xp)
                 else:
                     np.matmul(x.reshape(T * B, -1), M.T, out=Xp.reshape(T * B, GH))
-                state0 = (zeros if h0 is None else h0[k],)
-                if self.has_c:
-                    state0 += (zeros if c0 is None else c0[k],)
+                state0 = tuple(zeros if s0 is None else s0[k] for s0 in states0)
                 reverse = d == 1
                 p = self.cell_arrays(self.params, layer, d)
                 runner: Any = self.cell
@@ -193,9 +192,8 @@ class RecurrentStack:
                     runner = SteppedCell(self.cell, dm)
                 S, final, cc = runner.forward(Xp, state0, p, batch_sizes, reverse)
                 runners.append(runner)
-                h_n[k] = final[0]
-                if self.has_c:
-                    c_n[k] = final[1]
+                for s_n, s in zip(finals, final, strict=True):
+                    s_n[k] = s
                 outs.append(S[:T] if reverse else S[1:])
                 cells.append(cc)
                 W_ihs.append(self.params[self.names(layer, d)[0]])
@@ -222,7 +220,7 @@ class RecurrentStack:
                     out[..., :-1] *= mask
             layers.append(LayerCache(x, W_ihs, cells, mask, runners, in_mask, out_mask))
             x = out
-        return out, h_n, c_n, StackCache(layers, batch_sizes)
+        return out, finals, StackCache(layers, batch_sizes)
 
     @staticmethod
     def _top_output(outs: list[np.ndarray], batch_sizes: np.ndarray | None) -> np.ndarray:
@@ -242,23 +240,22 @@ class RecurrentStack:
     def backward(
         self,
         d_out: np.ndarray | None,
-        dh_n: np.ndarray | None,
-        dc_n: np.ndarray | None,
+        d_finals: tuple[np.ndarray | None, ...] | None,
         cache: StackCache,
         need_dx: bool = True,
-    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-        """d_out [T, B, D * H] (or None), dh_n, dc_n [L * D, B, H] (or None) -> dx, dh0, dc0.
+    ) -> tuple[np.ndarray | None, tuple[np.ndarray, ...]]:
+        """d_out [T, B, D * H] (or None), d_finals (dh_n, dc_n, ...): one [L * D, B, H] array or None per state, or
+        None -> dx, (dh0, dc0, ...).
 
         Accumulates every recurrent parameter's gradient into ``grads``. dx is the gradient of the float inputs
-        [T, B, I] (None for token inputs or without ``need_dx``); dc0 is None unless the cell has a second state. The
-        cache serves one backward.
+        [T, B, I] (None for token inputs or without ``need_dx``). The cache serves one backward.
         """
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         GH = self.cell.gates * H
         T, B = cache.layers[0].x.shape[:2]
         dtype = self.params[self.names(0, 0)[1]].dtype
-        dh0 = np.empty((L * D, B, H), dtype=dtype)
-        dc0 = np.empty((L * D, B, H), dtype=dtype) if self.has_c else None
+        d_finals = (None,) * self.n_states if d_finals is None else tuple(d_finals)
+        d_states0 = tuple(np.empty((L * D, B, H), dtype=dtype) for _ in range(self.n_states))
         d_y = d_out  # gradient of the current layer's output
         dx = None
         for layer in range(L - 1, -1, -1):
@@ -272,16 +269,13 @@ class RecurrentStack:
                 k = layer * D + d
                 n_ih, _, n_bih, n_bhh = self.names(layer, d)
                 d_y_d = None if d_y is None else (d_y if D == 1 else d_y[..., d * H : (d + 1) * H])
-                d_final = (None if dh_n is None else dh_n[k],)
-                if self.has_c:
-                    d_final += (None if dc_n is None else dc_n[k],)
+                d_final = tuple(None if d_n is None else d_n[k] for d_n in d_finals)
                 norms = None if self.dh_norms is None else self.dh_norms[k]
                 g = self.cell_arrays(self.grads, layer, d)
                 runner = self.cell if lc.runners is None else lc.runners[d]
                 dA, d_state0 = runner.backward(d_y_d, d_final, lc.cells[d], g, dh_norms=norms)
-                dh0[k] = d_state0[0]
-                if self.has_c:
-                    dc0[k] = d_state0[1]
+                for d_s0, d_s in zip(d_states0, d_state0, strict=True):
+                    d_s0[k] = d_s
                 # the input side: [dW_ih | db_ih] = dA^T x̃, dx = dA W_ih
                 dA2 = dA.reshape(T * B, GH)
                 if one_hot:
@@ -305,4 +299,4 @@ class RecurrentStack:
                 if cache.layers[layer - 1].mask is not None:
                     dx *= cache.layers[layer - 1].mask
                 d_y = dx
-        return dx, dh0, dc0
+        return dx, d_states0

@@ -15,7 +15,7 @@ from rnnlab.models.init import init_parameters
 from rnnlab.models.regularisers import DirectionMasks, LayerMasks, MaskSource, Regularisers
 from rnnlab.models.spec import NetSpec
 
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h_n, or (h_n, c_n) for a cell with a c state
+State = torch.Tensor | tuple[torch.Tensor, ...]  # h_n, or (h_n, c_n, ...) for a cell with several states
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@
 ``ReferenceRecurrent(cell, input_size, num_layers, bidirectional, dropout)`` behaves as nn.LSTM / nn.GRU with
 ``batch_first=True`` from the outside: the same parameter names (``weight_ih_l{k}[_reverse]``, ..., then the cell's
 extra parameters, in ``cell.parameter_shapes`` order), inputs [B, T, I] or a PackedSequence (the output is then
-packed too), an initial state that is an [L * D, B, H] tensor or a tuple of them (h, c), and outputs
+packed too), an initial state that is an [L * D, B, H] tensor or a tuple of them (h, c, ...), and outputs
 (out [B, T, D * H], final state of the same structure). Each step is the cell's own ``torch_step``, written with
 plain torch operations, so autograd differentiates it: this is the oracle a new NumPy cell is tested against.
 

@@ -20,7 +20,7 @@ from rnnlab.cells.protocol import cell_for
 from rnnlab.models.seq2seq_spec import Seq2SeqSpec, check_spec, init_seq2seq_parameters
 from rnnlab.models.torch.recurrent import copy_arrays_into
 
-State = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # (h [L, B, H], c or None, feed or None)
+State = tuple[tuple[torch.Tensor, ...], torch.Tensor | None]  # ((h, c, ...) [L, B, H] each, feed or None)
 
 
 def _recurrent(spec: Seq2SeqSpec, input_size: int, bidirectional: bool) -> nn.Module:
@@ -72,8 +72,9 @@ class TorchSeq2Seq(nn.Module):
         self.encoder = _recurrent(spec, spec.embed_dim, spec.bidirectional)
         self.tgt_embedding = nn.Embedding(spec.tgt_vocab_size, spec.embed_dim, padding_idx=spec.pad_id)
         self.decoder = _recurrent(spec, spec.decoder_input_size, False)
-        self.bridge_h = nn.Linear(2 * H, H) if spec.bidirectional else None
-        self.bridge_c = nn.Linear(2 * H, H) if spec.bidirectional and len(cell_for(spec).states) == 2 else None
+        self.states = cell_for(spec).states  # h, then c for an LSTM, ...: one bridge each (bridge_h, bridge_c, ...)
+        for part in self.states:
+            setattr(self, f"bridge_{part}", nn.Linear(2 * H, H) if spec.bidirectional else None)
         self.attention = Attention(spec) if spec.has_attention else None
         self.output = nn.Linear(H, spec.tgt_vocab_size)
         self.load_arrays(init_seq2seq_parameters(spec, seed))
@@ -92,33 +93,32 @@ class TorchSeq2Seq(nn.Module):
         packed = pack_padded_sequence(self.src_embedding(src), src_len.cpu(), batch_first=True, enforce_sorted=False)
         out, final = self.encoder(packed)
         values, _ = pad_packed_sequence(out, batch_first=True, total_length=S)
-        h_n, c_n = final if isinstance(final, tuple) else (final, None)
-        if self.spec.bidirectional:  # [L * 2, B, H] -> [L, B, 2H] (forward; backward) -> linear bridge
-            h_n = self.bridge_h(torch.cat([h_n[0::2], h_n[1::2]], dim=-1))
-            if c_n is not None:
-                c_n = self.bridge_c(torch.cat([c_n[0::2], c_n[1::2]], dim=-1))
+        finals = final if isinstance(final, tuple) else (final,)
+        if self.spec.bidirectional:  # [L * 2, B, H] -> [L, B, 2H] (forward; backward) -> linear bridge, per state
+            finals = tuple(getattr(self, f"bridge_{part}")(torch.cat([s_n[0::2], s_n[1::2]], dim=-1))
+                           for part, s_n in zip(self.states, finals, strict=True))  # fmt: skip
         mask = torch.arange(S, device=src.device)[None, :] < src_len.to(src.device)[:, None]
         keys = self.attention.keys(values) if self.attention is not None else values
         feed = values.new_zeros(src.shape[0], self.spec.hidden_size) if self.attention is not None else None
-        return {"values": values, "keys": keys, "mask": mask}, (h_n, c_n, feed)
+        return {"values": values, "keys": keys, "mask": mask}, (finals, feed)
 
-    def _run_decoder(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
-        out, final = self.decoder(x, (h, c) if c is not None else h)
-        return out, final
+    def _run_decoder(self, x: torch.Tensor, states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, Any]:
+        """The decoder from ``states`` (h, c, ...): outputs and the final states as a tuple."""
+        out, final = self.decoder(x, states if len(states) > 1 else states[0])
+        return out, (final if isinstance(final, tuple) else (final,))
 
     def step_outputs(self, memory: dict[str, torch.Tensor], state: State, tokens: torch.Tensor) -> tuple:
         """One decoder step: (o_t [B, H], new state, attention weights [B, S] or None)."""
-        h, c, feed = state
+        states, feed = state
         x = self.tgt_embedding(tokens)
         if feed is not None:
             x = torch.cat([x, feed], dim=-1)
-        out, final = self._run_decoder(x[:, None, :], h, c)
-        h, c = final if isinstance(final, tuple) else (final, None)
+        out, states = self._run_decoder(x[:, None, :], states)
         s = out[:, 0]
         if self.attention is None:
-            return s, (h, c, None), None
+            return s, (states, None), None
         h_tilde, weights = self.attention(s, memory["keys"], memory["values"], memory["mask"])
-        return h_tilde, (h, c, h_tilde), weights
+        return h_tilde, (states, h_tilde), weights
 
     # ------------------------------------------------------------------------------------------------ training
     def forward(
@@ -129,8 +129,7 @@ class TorchSeq2Seq(nn.Module):
         memory, state = self.encode(src, src_len)
         forced = teacher is None or bool(teacher[:, 1:].all())
         if self.attention is None and forced:  # the whole target sequence in one call
-            h, c, _ = state
-            out, _ = self._run_decoder(self.tgt_embedding(tgt_in), h, c)
+            out, _ = self._run_decoder(self.tgt_embedding(tgt_in), state[0])
             return self.output(out)
         logits = []
         tokens = tgt_in[:, 0]
@@ -156,6 +155,6 @@ class TorchSeq2Seq(nn.Module):
     @torch.no_grad()
     def select(self, memory: dict[str, torch.Tensor], state: State, index: np.ndarray) -> tuple:
         idx = torch.as_tensor(index, device=memory["values"].device)
-        h, c, feed = state
+        states, feed = state
         memory = {k: v[idx] for k, v in memory.items()}
-        return memory, (h[:, idx], None if c is None else c[:, idx], None if feed is None else feed[idx])
+        return memory, (tuple(s[:, idx] for s in states), None if feed is None else feed[idx])

@@ -172,6 +172,12 @@ class NumpyBackend(Backend):
         _, final, _, logits = self._run(task, inputs, state, train=False)
         return self.tensor(logits), final
 
+    def loss(self, task: Any, batch: Any, state: Any = None) -> float:
+        """The objective's NumPy loss of a batch from ``state`` (None: zeros), forward only, as
+        ``loss_and_backward`` computes it (dropout on): what rnnlab-gradcheck's finite differences evaluate."""
+        logits, _, _, _ = self._run(task, task.net_inputs(batch), state, train=True)
+        return float(task.objective.numpy(logits, self.array(task.batch_targets(batch)))[0])
+
     def loss_and_backward(
         self, task: Any, batch: Any, scale: float = 1.0, state: Any = None
     ) -> tuple[float, torch.Tensor, Any]:

@@ -88,7 +88,13 @@ class RecurrentTask(L.LightningModule):
         """Logits (a torch tensor for either backend; with autograd on the torch backend) and the final state."""
         return self.backend.predict(self, inputs, state)
 
+    def begin_training_step(self, batch: Any, batch_idx: int) -> None:
+        """What the task draws for a training step before its forward (seq2seq: the step's teacher-forcing
+        choices); nothing by default. Called by ``training_step``, and by rnnlab-gradcheck before it takes the
+        step's gradient on each backend."""
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.begin_training_step(batch, batch_idx)
         loss, logits, _ = self.backend.training_step(self, batch, batch_idx)
         self.log_training(batch, loss, logits)
         return loss

@@ -84,6 +84,7 @@ class LanguageModelTask(RecurrentTask):
         if carry and batch_idx == 0:
             self.train_state = None  # every epoch starts from zeros (a mid-epoch resume starts at batch_idx > 0)
         state = self.train_state if carry else None
+        self.begin_training_step(batch, batch_idx)
         loss, _, final = self.backend.training_step(self, batch, batch_idx, state)
         if carry:
             self.train_state = self.backend.carried(final)

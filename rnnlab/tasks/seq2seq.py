@@ -202,10 +202,9 @@ class Seq2SeqTask(RecurrentTask):
     def batch_targets(self, batch: Any) -> torch.Tensor:
         return self.targets(batch[2], self.spec.pad_id)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def begin_training_step(self, batch: Any, batch_idx: int) -> None:
         tgt = batch[2]
         self._teacher = self.teacher_choices(tgt.shape[0], tgt.shape[1] - 1, batch_idx)
-        return super().training_step(batch, batch_idx)
 
     def training_metrics(self, batch: Any, loss: torch.Tensor, logits: torch.Tensor | None) -> dict[str, Any]:
         y = self.batch_targets(batch)

@@ -17,7 +17,6 @@ is above ``tol`` (finite differences: ``fd_tol``), naming it. Arguments are key=
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -132,10 +131,9 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     args = parse(argv)
-    from rnnlab.registry import RegistryError, import_plugins
+    from rnnlab.registry import RegistryError, import_plugins, working_directory_on_path
 
-    if os.getcwd() not in sys.path and "" not in sys.path:  # plug-ins from the working directory, as rnnlab-train
-        sys.path.insert(0, os.getcwd())
+    working_directory_on_path()  # plug-ins from the working directory, as rnnlab-train
     try:
         import_plugins([p for p in args["plugins"].split(",") if p.strip()])
         from rnnlab.cells.protocol import cell_class

@@ -176,17 +176,39 @@ def plugins_in(argv: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+CKPT_PATH = re.compile(r"^\+{0,2}ckpt_path=(.*)$")
+
+
+def with_checkpoint_plugins(argv: list[str]) -> list[str]:
+    """A resume (``ckpt_path=...``) without ``plugins=`` loads the plug-ins its checkpoint records: argv with a
+    ``plugins=[...]`` naming them (so that the config composes with what they register, and records them again);
+    a recorded module that cannot be imported is one line naming it. Unchanged when ``plugins=`` is given, when
+    the checkpoint records none, or when it cannot be read (the run then says why, in one line)."""
+    paths = [found.group(1).strip().strip("'\"") for found in map(CKPT_PATH.match, argv) if found]
+    path = paths[-1] if paths else ""
+    if any(map(PLUGINS.match, argv)) or path in ("", "null") or not Path(path).expanduser().is_file():
+        return argv
+    from rnnlab.checks import load_checkpoint
+    from rnnlab.runtime.resume import import_recorded_plugins
+
+    try:
+        saved = load_checkpoint(path)
+    except Exception:
+        return argv
+    recorded = import_recorded_plugins(saved, path)
+    return [*argv, f"plugins=[{','.join(recorded)}]"] if recorded else argv
+
+
 def load_plugins(names: list[str]) -> None:
     """Import the plug-in modules (as ``python -m`` would: the working directory is on the path) and, once the
     config module is loaded, store what they registered in Hydra's ConfigStore; a module that cannot be imported is
     a one-line ConfigError."""
     if not names:
         return
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    from rnnlab.registry import import_plugins
+    from rnnlab.registry import import_plugins, working_directory_on_path
     from rnnlab.specs import discover_builtins
 
+    working_directory_on_path()
     discover_builtins()
     import_plugins(names)
     if "rnnlab.config" in sys.modules:
@@ -285,6 +307,10 @@ def _main(argv: list[str]) -> None:
 
     try:
         with _hydra_raises():
+            resumed = with_checkpoint_plugins(argv)
+            if resumed != argv:
+                argv = resumed
+                sys.argv = [sys.argv[0], *argv]
             load_plugins(plugins_in(argv))
             text = app_help(argv)
             if text is not None:

@@ -112,12 +112,21 @@ def load_language_model(path: str, device: str = "cpu") -> Any:
     task = (saved.get("hyper_parameters", {}).get("task") or {}).get("name")
     if str(task) != "language_model":
         raise UsageError(f"ckpt_path: a task={task} checkpoint; rnnlab-generate needs task=language_model: {path}")
+    from rnnlab.registry import RegistryError
+    from rnnlab.runtime.resume import import_recorded_plugins
+
+    import_recorded_plugins(saved, path)  # the run's plug-in cell, without plugins= here
     from rnnlab.tasks.language_model import LanguageModelTask
 
     backend = saved["hyper_parameters"].get("backend", "torch")
     with warnings.catch_warnings():  # a NumPy checkpoint's torch state dict is empty by design
         warnings.filterwarnings("ignore", message=".*contains no parameters")
-        model = LanguageModelTask.load_from_checkpoint(file, map_location="cpu" if backend == "numpy" else device)
+        try:
+            model = LanguageModelTask.load_from_checkpoint(file, map_location="cpu" if backend == "numpy" else device)
+        except RegistryError as err:  # a plug-in's cell, from a checkpoint that does not record its module
+            raise UsageError(
+                f"ckpt_path: {err} (and no plug-in module that the checkpoint records registers it): {path}"
+            ) from None
     model.eval()
     return model
 

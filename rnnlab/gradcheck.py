@@ -33,7 +33,6 @@ Keys of its own: ``tol``, ``fd_tol``, ``eps``, ``entries``.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -363,8 +362,9 @@ def main_network(argv: list[str]) -> None:
     from rnnlab.errorlines import one_line_error
 
     args, overrides = parse_network(argv)
-    if os.getcwd() not in sys.path and "" not in sys.path:  # plug-ins from the working directory, as rnnlab-train
-        sys.path.insert(0, os.getcwd())
+    from rnnlab.registry import working_directory_on_path
+
+    working_directory_on_path()  # plug-ins from the working directory, as rnnlab-train
     try:
         load_plugins(plugins_in(overrides))
         cfg, added = network_config(overrides)
@@ -406,10 +406,9 @@ def main(argv: list[str] | None = None) -> None:
         main_network(argv)
         return
     args = parse(argv)
-    from rnnlab.registry import RegistryError, import_plugins
+    from rnnlab.registry import RegistryError, import_plugins, working_directory_on_path
 
-    if os.getcwd() not in sys.path and "" not in sys.path:  # plug-ins from the working directory, as rnnlab-train
-        sys.path.insert(0, os.getcwd())
+    working_directory_on_path()  # plug-ins from the working directory, as rnnlab-train
     try:
         import_plugins([p for p in args["plugins"].split(",") if p.strip()])
         from rnnlab.cells.protocol import cell_class

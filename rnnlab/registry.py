@@ -191,6 +191,16 @@ def _origin(obj: Any, target: str | None) -> str:
     return str(getattr(obj, "__module__", "") or "")
 
 
+def working_directory_on_path() -> None:
+    """Put the working directory on ``sys.path``, as ``python -m`` does, so that a plug-in module beside the user's
+    command imports (the entry points call this; a console script's ``sys.path`` starts with its own directory)."""
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def import_plugins(modules: Any) -> list[str]:
     """Import the user's plug-in modules (``plugins=[my_cells, pkg.tasks]``); each registers what it defines.
     Returns their names. A module that cannot be imported is a one-line error naming it."""

@@ -72,7 +72,40 @@ def run_record(cfg: DictConfig, seed: int, fingerprint: str | None) -> dict[str,
     """What a checkpoint records of the run that wrote it (``checkpoint["rnnlab"]``)."""
     config = {group: _plain(cfg[group]) for group in GROUPS}
     config["trainer"] = {key: _plain(cfg.trainer.get(key)) for key in (*TRAINER_FIXED, "max_epochs", "max_steps")}
-    return {"config": config, "seed": int(seed), "data_sha256": fingerprint}
+    plugins = [str(name) for name in cfg.get("plugins") or []]  # what registered a plug-in cell, task or dataset
+    return {"config": config, "seed": int(seed), "data_sha256": fingerprint, "plugins": plugins}
+
+
+def recorded_plugins(saved: dict[str, Any]) -> list[str]:
+    """The plug-in modules (``plugins=[...]``) of the run that wrote a checkpoint: what a resume, rnnlab-generate or
+    anything else that rebuilds its network imports first (none for a checkpoint from before they were recorded)."""
+    record = saved.get(RECORD_KEY) if isinstance(saved, dict) else None
+    names = record.get("plugins") if isinstance(record, dict) else None
+    return [str(name) for name in names or []]
+
+
+def import_recorded_plugins(saved: dict[str, Any], path: str) -> list[str]:
+    """Import the plug-in modules a checkpoint records (from the working directory or ``PYTHONPATH``), so that the
+    cell, task or dataset they register can be rebuilt; one line naming a module that cannot be imported."""
+    import importlib
+
+    from rnnlab.registry import RegistryError, working_directory_on_path
+    from rnnlab.specs import discover_builtins
+
+    names = recorded_plugins(saved)
+    if names:
+        working_directory_on_path()
+        discover_builtins()  # the built-ins first, as on the command line
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except (ImportError, RegistryError) as err:
+            raise ConfigError(
+                f"ckpt_path: the run that wrote this checkpoint loaded plugins=[{','.join(names)}], and {name!r} "
+                f"cannot be imported here ({str(err).splitlines()[0]}); run from its directory or put it on "
+                f"PYTHONPATH: {path}"
+            ) from err
+    return names
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -259,6 +259,51 @@ class DivergenceGuard(L.Callback):
         self._losses = []
 
 
+class GradientNorm(L.Callback):
+    """Logs the total 2-norm of the gradients before clipping (the norm ``torch.nn.utils.clip_grad_norm_`` and
+    rnnlab's NumPy clipping compute), the same for both backends: ``train/grad_norm``, the norm of the step the
+    loggers write (every ``trainer.log_every_n_steps``), and ``train/grad_norm_max``, the largest norm of every step
+    since the previous write, so a spike between two writes is not lost. A NaN or Inf norm is logged as it is.
+
+    torch backend (automatic optimization): read in ``on_before_optimizer_step``, which Lightning calls after the
+    backward and before its clipping. NumPy backend (manual optimization, clipping in its own training step): that
+    step calls :meth:`record` with the norm before it clips (``callbacks.grad_norm``; opt-in: the experiments that
+    plot gradient norms add it, ``+callbacks.grad_norm={_target_: rnnlab.callbacks.GradientNorm}`` on the command
+    line). The per-layer ``grad_norm/<layer>`` scalars of ``callbacks=analysis`` are read in
+    ``on_before_optimizer_step`` too, so on the NumPy backend they are the norms after its clipping.
+    """
+
+    def __init__(self) -> None:
+        self._max = -math.inf  # the largest norm since the last write (NaN once a NaN was seen)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if not pl_module.automatic_optimization:
+            return  # the NumPy backend's training step has called record() before its own clipping
+        norm = torch_grad_norm(pl_module.parameters())
+        if norm is not None:
+            self.record(trainer, pl_module, float(norm))
+
+    def record(self, trainer: L.Trainer | None, pl_module: L.LightningModule, norm: float) -> None:
+        """One optimizer step's gradient norm before clipping; logged on the steps the loggers write."""
+        if not math.isnan(self._max) and (math.isnan(norm) or norm > self._max):  # a NaN, once seen, stays
+            self._max = norm
+        if trainer is None:
+            return
+        every = max(1, int(trainer.log_every_n_steps or 1))
+        if not (trainer.fast_dev_run or (trainer.global_step + 1) % every == 0):
+            return
+        pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False, batch_size=1)
+        pl_module.log("train/grad_norm_max", self._max, on_step=True, on_epoch=False, batch_size=1)
+        self._max = -math.inf
+
+
+def gradient_norm_logger(trainer: L.Trainer | None) -> GradientNorm | None:
+    """The trainer's GradientNorm callback, or None (no trainer, or the callback is not configured)."""
+    if trainer is None:
+        return None
+    return next((c for c in trainer.callbacks if isinstance(c, GradientNorm)), None)
+
+
 def divergence_guard(trainer: L.Trainer | None) -> DivergenceGuard | None:
     """The trainer's DivergenceGuard, or None (no trainer, or callbacks.divergence=null)."""
     if trainer is None:

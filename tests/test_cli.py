@@ -59,8 +59,8 @@ def test_help_lists_every_group_and_option(tmp_path):
     out = result.stdout
     assert out.startswith("rnnlab-train: train a recurrent network")
     conf = Path(config_dir())
-    groups = ["model", "task", "data", "optimizer", "trainer", "logger", "callbacks", "experiment", "hparams_search",
-              "debug"]  # fmt: skip
+    groups = ["model", "task", "data", "optimizer", "trainer", "logger", "callbacks", "experiment", "setting",
+              "hparams_search", "debug"]  # fmt: skip
     for group in groups:
         line = re.search(rf"^{group}:\s+(.*)$", out, re.MULTILINE)
         assert line, group

@@ -198,7 +198,7 @@ class NumpyBackend(Backend):
         With ``accumulate_grad_batches`` k, gradients of k batches (each scaled by 1/k, as Lightning does)
         are summed before a step; the last, possibly shorter, group of an epoch steps too.
         """
-        from rnnlab.callbacks import divergence_guard, numpy_grad_norm
+        from rnnlab.callbacks import divergence_guard, gradient_norm_logger, numpy_grad_norm
         from rnnlab.models.numpy.optim import clip_gradients
 
         k = int(task.hparams.accumulate_grad_batches)
@@ -217,11 +217,15 @@ class NumpyBackend(Backend):
             value, algorithm = clip.get("value"), clip.get("algorithm") or "norm"
             by_norm = value is not None and float(value) > 0 and str(algorithm).lower() == "norm"
             norm = None
-            if guard is not None and guard.check_gradients and not by_norm:  # value clipping clamps an Inf away
+            recorder = gradient_norm_logger(trainer)  # callbacks.grad_norm: logs the norm before clipping
+            wanted = recorder is not None or (guard is not None and guard.check_gradients)
+            if wanted and not by_norm:  # value clipping clamps an Inf away: the norm is taken before it
                 norm = numpy_grad_norm(grads)
             if value is not None:
                 total = clip_gradients(grads, value, algorithm)
                 norm = total if by_norm else norm  # clipping by norm returns the norm before clipping
+            if recorder is not None and norm is not None:
+                recorder.record(trainer, task, norm)
             if guard is not None and guard.check_gradients and norm is not None:
                 guard.check(trainer, "gradient norm", norm, batch_idx)
             optimizer.step()

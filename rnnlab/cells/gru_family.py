@@ -23,7 +23,8 @@ with dh_t the gradient reaching h_t and u = r_t (cho2014) or f_t (mgu) the gate 
              dh_{t-1} += dh_t ⊙ (1 - f_t)
     dW_hn += da_n^T (u ⊙ h_{t-1}),  the gates' rows of dW_hh += da^T h_{t-1}
 
-Written for clarity (plain NumPy per step); the torch counterpart is the reference module running ``torch_step``.
+In place per step (preallocated work arrays, ufuncs with ``out=``, the gates gate-major); the torch counterpart is
+the reference module running ``torch_step``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rnnlab.cells.protocol import Cell, Params, sigmoid, steps_of
+from rnnlab.cells.protocol import Cell, Params, sigmoid, sigmoid_, steps_of
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import add_matmul
 from rnnlab.registry import CELLS
@@ -65,24 +66,39 @@ class ResetBeforeGRU(Cell):
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...], ResetBeforeCache]:
         T, B, _ = Xp.shape
         G, H = self.gates, self.hidden_size
+        dtype = Xp.dtype
         W_hh = p["weight_hh"]
         W_gT, W_nT = memory.copy(W_hh[: (G - 1) * H].T), memory.copy(W_hh[(G - 1) * H :].T)
-        A = memory.empty((T, G, B, H), Xp.dtype)
-        S = memory.empty((T + 1, B, H), Xp.dtype)
-        UH = memory.zeros((T, B, H), Xp.dtype)  # rows past a length stay 0: their dA rows are 0 too
+        A = memory.empty((T, G, B, H), dtype)
+        S = memory.empty((T + 1, B, H), dtype)
+        UH = memory.zeros((T, B, H), dtype)  # rows past a length stay 0: their dA rows are 0 too
         S[T if reverse else 0] = state0[0]
+        pre = memory.empty((B, (G - 1) * H), dtype)  # W_h{gates} h_{t-1}
+        pre_g = pre.reshape(B, G - 1, H).transpose(1, 0, 2)  # gate-major view [G - 1, B, H]
+        tmp = memory.empty((B, H), dtype)
         for t in range(T - 1, -1, -1) if reverse else range(T):
             b = B if batch_sizes is None else int(batch_sizes[t])
             prev, cur = (t + 1, t) if reverse else (t, t + 1)
-            h = S[prev, :b]
-            x = Xp[t, :b].reshape(b, G, H)
-            gates = sigmoid(x[:, : G - 1] + (h @ W_gT).reshape(b, G - 1, H))
-            u, z = self._gates(gates)
-            UH[t, :b] = u * h
-            n = np.tanh(x[:, G - 1] + UH[t, :b] @ W_nT)
-            S[cur, :b] = (1.0 - u) * h + u * n if self.minimal else n + z * (h - n)
-            A[t, : G - 1, :b] = gates.transpose(1, 0, 2)
-            A[t, G - 1, :b] = n
+            h, uh, hn, tm = S[prev, :b], UH[t, :b], S[cur, :b], tmp[:b]
+            x = Xp[t, :b].reshape(b, G, H).transpose(1, 0, 2)  # [G, b, H] view
+            gates, n = A[t, : G - 1, :b], A[t, G - 1, :b]
+            np.matmul(h, W_gT, out=pre[:b])
+            np.add(x[: G - 1], pre_g[:, :b], out=gates)
+            sigmoid_(gates)  # u_t (r_t or f_t), z_t
+            u = gates[0]
+            np.multiply(u, h, out=uh)
+            np.matmul(uh, W_nT, out=n)
+            np.add(x[G - 1], n, out=n)
+            np.tanh(n, out=n)  # n_t
+            if self.minimal:  # h_t = (1 - f) h + f n
+                np.subtract(1.0, u, out=tm)
+                tm *= h
+                np.multiply(u, n, out=hn)
+                hn += tm
+            else:  # h_t = n + z (h - n)
+                np.subtract(h, n, out=tm)
+                tm *= gates[1]
+                np.add(n, tm, out=hn)
             if b < B:
                 S[cur, b:] = S[prev, b:]
         end = 0 if reverse else T
@@ -96,34 +112,58 @@ class ResetBeforeGRU(Cell):
         cache.consumed = True
         A, S, UH, W_hh = cache.A, cache.S, cache.UH, cache.W_hh
         T, G, B, H = A.shape
+        dtype = S.dtype
         W_g, W_n = W_hh[: (G - 1) * H], W_hh[(G - 1) * H :]
-        dA = memory.zeros((T, B, G, H), S.dtype)
-        dh_next = np.zeros((B, H), S.dtype) if d_final[0] is None else np.array(d_final[0], dtype=S.dtype)
+        dA = memory.empty((T, B, G, H), dtype)
+        dA_rows = dA.reshape(T, B, G * H)
+        dh_next = memory.zeros((B, H), dtype) if d_final[0] is None else memory.copy(d_final[0], dtype)
+        dh_buf, dp_buf, duh_buf, tmp_buf = (memory.empty((B, H), dtype) for _ in range(4))
         for t in range(T) if cache.reverse else range(T - 1, -1, -1):
             b = B if cache.batch_sizes is None else int(cache.batch_sizes[t])
             prev = t + 1 if cache.reverse else t
-            dh = dh_next[:b] if d_out is None else dh_next[:b] + d_out[t, :b]
+            if d_out is None:
+                dh = dh_next[:b]
+            else:
+                dh = dh_buf[:b]
+                np.add(dh_next[:b], d_out[t, :b], out=dh)
             if dh_norms is not None:
                 dh_norms[t] = np.sqrt(np.vdot(dh, dh))
-            h, n = S[prev, :b], A[t, G - 1, :b]
-            u = A[t, 0, :b]
+            h, n, u = S[prev, :b], A[t, G - 1, :b], A[t, 0, :b]
+            da = dA[t, :b]  # [b, G, H]
+            du, da_n, dh_prev, d_uh, tm = da[:, 0], da[:, G - 1], dp_buf[:b], duh_buf[:b], tmp_buf[:b]
             if self.minimal:  # h_t = (1 - f) h + f n
-                du = dh * (n - h)
-                dn = dh * u
-                dh_prev = dh * (1.0 - u)
+                np.subtract(n, h, out=du)
+                du *= dh  # du (the part through h_t directly)
+                np.multiply(dh, u, out=da_n)  # dn
+                np.subtract(1.0, u, out=tm)
+                np.multiply(dh, tm, out=dh_prev)
             else:  # h_t = n + z (h - n)
-                z = A[t, 1, :b]
-                dA[t, :b, 1] = dh * (h - n) * z * (1.0 - z)
-                dn = dh * (1.0 - z)
-                dh_prev = dh * z
-                du = 0.0
-            da_n = dn * (1.0 - n * n)
-            dA[t, :b, G - 1] = da_n
-            d_uh = da_n @ W_n  # the gradient of u ⊙ h_{t-1}
-            du = du + d_uh * h
-            dA[t, :b, 0] = du * u * (1.0 - u)
-            dh_prev = dh_prev + d_uh * u + dA[t, :b, : G - 1].reshape(b, (G - 1) * H) @ W_g
-            dh_next[:b] = dh_prev
+                z, da_z = A[t, 1, :b], da[:, 1]
+                np.subtract(h, n, out=da_z)
+                np.multiply(dh, da_z, out=da_z)
+                da_z *= z
+                np.subtract(1.0, z, out=tm)
+                da_z *= tm  # da_z
+                np.multiply(dh, tm, out=da_n)  # dn
+                np.multiply(dh, z, out=dh_prev)
+            np.multiply(n, n, out=tm)
+            np.subtract(1.0, tm, out=tm)
+            da_n *= tm  # da_n
+            np.matmul(da_n, W_n, out=d_uh)  # the gradient of u ⊙ h_{t-1}
+            np.multiply(d_uh, h, out=tm)
+            if self.minimal:
+                du += tm
+            else:
+                np.copyto(du, tm)
+            du *= u
+            np.subtract(1.0, u, out=tm)
+            du *= tm  # da_u
+            d_uh *= u
+            dh_prev += d_uh
+            if b < B:
+                dA[t, b:] = 0
+            np.matmul(dA_rows[t, :b, : (G - 1) * H], W_g, out=dh_next[:b])
+            dh_next[:b] += dh_prev  # dh_{t-1}
         dA2 = dA.reshape(T * B, G * H)
         H_prev = (S[1:] if cache.reverse else S[:-1]).reshape(T * B, H)
         add_matmul(g["weight_hh"][: (G - 1) * H], dA2[:, : (G - 1) * H].T, H_prev)

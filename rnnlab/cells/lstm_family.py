@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rnnlab.cells.lstm import LSTMCell
-from rnnlab.cells.protocol import Params, sigmoid
+from rnnlab.cells.protocol import Params, sigmoid, sigmoid_
 from rnnlab.models.numpy import memory
 from rnnlab.models.numpy.layers import add_matmul
 from rnnlab.registry import CELLS
@@ -107,23 +107,65 @@ class LSTMFamilyCell(LSTMCell):
     def forward(
         self, Xp: np.ndarray, state0: tuple[np.ndarray, ...], p: Params, batch_sizes: Any = None, reverse: bool = False
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...], FamilyCache]:
-        T, B, _ = Xp.shape
+        T, B, GH = Xp.shape
         G, H = self.gates, self.hidden_size
         dtype = Xp.dtype
+        k = {x: n for n, x in enumerate(self.present)}
+        kg, ko = k["g"], k.get("o")
         W_hhT = memory.copy(p["weight_hh"].T)
-        A = memory.empty((T, G, B, H), dtype)
+        peep = {x: p[f"weight_c{x}"] for x in ("i", "f", "o") if x in k}
+        # A[t] takes the place of Xp[t] (same bytes, gate-major) once Xp[t] has been read into ``pre``
+        A = Xp.reshape(T, G, B, H) if Xp.flags.c_contiguous else memory.empty((T, G, B, H), dtype)
         S = memory.empty((T + 1, B, H), dtype)
         C = memory.empty((T + 1, B, H), dtype)
         S[T if reverse else 0], C[T if reverse else 0] = state0
+        pre = memory.empty((B, GH), dtype)  # W_ih x_t + b + W_hh h_{t-1}, [B, G*H]
+        pre_g = pre.reshape(B, G, H).transpose(1, 0, 2)  # the same, gate-major [G, B, H] view
+        tmp = memory.empty((B, H), dtype)
+        act_buf = memory.empty((B, H), dtype)
         for t in range(T - 1, -1, -1) if reverse else range(T):
             b = B if batch_sizes is None else int(batch_sizes[t])
             prev, cur = (t + 1, t) if reverse else (t, t + 1)
-            pre = (S[prev, :b] @ W_hhT + Xp[t, :b]).reshape(b, G, H)
-            a = [pre[:, n].copy() for n in range(G)]
-            *_, c, _, h = self._step(a, C[prev, :b], p)
-            for n in range(G):
-                A[t, n, :b] = a[n]
-            C[cur, :b], S[cur, :b] = c, h
+            c_prev, c, h = C[prev, :b], C[cur, :b], S[cur, :b]
+            np.matmul(S[prev, :b], W_hhT, out=pre[:b])
+            pre[:b] += Xp[t, :b]
+            a, pg, tm = A[t, :, :b], pre_g[:, :b], tmp[:b]
+            for x in ("i", "f"):  # the gates before g, which see c_{t-1}
+                if x in k:
+                    np.multiply(peep[x], c_prev, out=a[k[x]])
+                    a[k[x]] += pg[k[x]]
+            if kg:
+                sigmoid_(a[:kg])  # i_t, f_t (those present)
+            if self.input_activation:
+                np.tanh(pg[kg], out=a[kg])  # g_t
+            else:
+                np.copyto(a[kg], pg[kg])
+            i = a[k["i"]] if "i" in k else None
+            g = a[kg]
+            if "f" in k:
+                np.multiply(a[k["f"]], c_prev, out=c)
+            elif self.coupled:  # f_t = 1 - i_t
+                np.subtract(1.0, i, out=tm)
+                np.multiply(tm, c_prev, out=c)
+            else:
+                np.copyto(c, c_prev)
+            if i is None:
+                c += g
+            else:
+                np.multiply(i, g, out=tm)
+                c += tm  # c_t
+            if self.output_activation:
+                act = act_buf[:b]
+                np.tanh(c, out=act)
+            else:
+                act = c
+            if ko is None:
+                np.copyto(h, act)
+            else:
+                np.multiply(peep["o"], c, out=a[ko])
+                a[ko] += pg[ko]
+                sigmoid_(a[ko])  # o_t
+                np.multiply(a[ko], act, out=h)  # h_t
             if b < B:
                 S[cur, b:], C[cur, b:] = S[prev, b:], C[prev, b:]
         end = 0 if reverse else T
@@ -140,58 +182,111 @@ class LSTMFamilyCell(LSTMCell):
         T, G, B, H = A.shape
         dtype = S.dtype
         k = {x: n for n, x in enumerate(self.present)}
-        dA = memory.zeros((T, B, G, H), dtype)
+        kg, ko = k["g"], k.get("o")
+        ki, kf = k.get("i"), k.get("f")
+        W_hh = p["weight_hh"]
+        dA = memory.empty((T, B, G, H), dtype)
         dh_n, dc_n = d_final
-        dh_next = np.zeros((B, H), dtype) if dh_n is None else np.array(dh_n, dtype=dtype)
-        dc_next = np.zeros((B, H), dtype) if dc_n is None else np.array(dc_n, dtype=dtype)
-        dp = {name: np.zeros(H, dtype) for name in self.extra_parameters}
+        dh_next = memory.zeros((B, H), dtype) if dh_n is None else memory.copy(dh_n, dtype)
+        dc_next = memory.zeros((B, H), dtype) if dc_n is None else memory.copy(dc_n, dtype)
+        dh_buf, dc_buf, df_buf, f_buf, act_buf, tmp_buf = (memory.empty((B, H), dtype) for _ in range(6))
+        # Σ_b of the peephole gradients, accumulated over the steps as [B, H] and summed over the batch at the end
+        dp = {name: memory.zeros((B, H), dtype) for name in self.extra_parameters}
         for t in range(T) if cache.reverse else range(T - 1, -1, -1):
             b = B if cache.batch_sizes is None else int(cache.batch_sizes[t])
             prev, cur = (t + 1, t) if cache.reverse else (t, t + 1)
-            dh = dh_next[:b] if d_out is None else dh_next[:b] + d_out[t, :b]
+            if d_out is None:
+                dh = dh_next[:b]
+            else:
+                dh = dh_buf[:b]
+                np.add(dh_next[:b], d_out[t, :b], out=dh)
             if dh_norms is not None:
                 dh_norms[t] = np.sqrt(np.vdot(dh, dh))
             c_prev, c = C[prev, :b], C[cur, :b]
-            i = A[t, k["i"], :b] if "i" in k else None
-            f = A[t, k["f"], :b] if "f" in k else (1.0 - i if self.coupled else None)
-            gg = A[t, k["g"], :b]
-            o = A[t, k["o"], :b] if "o" in k else None
-            if self.output_activation:
-                act = np.tanh(c)
-                dact = 1.0 - act * act
+            a, da = A[t, :, :b], dA[t, :b]  # [G, b, H] activations, [b, G, H] their gradients
+            dc, tm = dc_buf[:b], tmp_buf[:b]
+            i = a[ki] if ki is not None else None
+            if kf is not None:
+                f = a[kf]
+            elif self.coupled:
+                f = f_buf[:b]
+                np.subtract(1.0, i, out=f)
             else:
-                act, dact = c, 1.0
-            dc = (dh if o is None else dh * o) * dact + dc_next[:b]
+                f = None
+            gg = a[kg]
+            o = a[ko] if ko is not None else None
+            if self.output_activation:
+                act = act_buf[:b]
+                np.tanh(c, out=act)
+            else:
+                act = c
+            # h_t = o_t ⊙ act(c_t):  dc_t = dh_t ⊙ o_t ⊙ act'(c_t) + dc_{t+1} (+ da_o ⊙ p_o below)
+            if o is None:
+                np.copyto(dc, dh)
+            else:
+                np.multiply(dh, o, out=dc)
+            if self.output_activation:
+                np.multiply(act, act, out=tm)
+                np.subtract(1.0, tm, out=tm)
+                dc *= tm
+            dc += dc_next[:b]
             if o is not None:
-                da_o = dh * act * o * (1.0 - o)
-                dc += da_o * p["weight_co"]
-                dp["weight_co"] += np.einsum("bh,bh->h", da_o, c)
-                dA[t, :b, k["o"]] = da_o
-            dg = dc if i is None else dc * i
-            dA[t, :b, k["g"]] = dg * (1.0 - gg * gg) if self.input_activation else dg
-            dc_prev = dc if f is None else dc * f
+                da_o = da[:, ko]
+                np.multiply(dh, act, out=da_o)
+                da_o *= o
+                np.subtract(1.0, o, out=tm)
+                da_o *= tm  # da_o
+                np.multiply(da_o, p["weight_co"], out=tm)
+                dc += tm
+                np.multiply(da_o, c, out=tm)
+                dp["weight_co"][:b] += tm
+            # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+            da_g = da[:, kg]
+            if i is None:
+                np.copyto(da_g, dc)
+            else:
+                np.multiply(dc, i, out=da_g)
+            if self.input_activation:
+                np.multiply(gg, gg, out=tm)
+                np.subtract(1.0, tm, out=tm)
+                da_g *= tm  # da_g
             if f is not None:
-                df = dc * c_prev
-                if "f" in k:
-                    da_f = df * f * (1.0 - f)
-                    dA[t, :b, k["f"]] = da_f
-                    dc_prev = dc_prev + da_f * p["weight_cf"]
-                    dp["weight_cf"] += np.einsum("bh,bh->h", da_f, c_prev)
+                df = df_buf[:b]
+                np.multiply(dc, c_prev, out=df)
+            dcn = dc_next[:b]  # dc_{t-1}; rows >= b pass through
+            if f is None:
+                np.copyto(dcn, dc)
+            else:
+                np.multiply(dc, f, out=dcn)
+            if kf is not None:
+                da_f = da[:, kf]
+                np.multiply(df, f, out=da_f)
+                np.subtract(1.0, f, out=tm)
+                da_f *= tm  # da_f
+                np.multiply(da_f, p["weight_cf"], out=tm)
+                dcn += tm
+                np.multiply(da_f, c_prev, out=tm)
+                dp["weight_cf"][:b] += tm
             if i is not None:
-                di = dc * gg
+                da_i = da[:, ki]
+                np.multiply(dc, gg, out=da_i)
                 if self.coupled:
-                    di = di - df  # f = 1 - i
-                da_i = di * i * (1.0 - i)
-                dA[t, :b, k["i"]] = da_i
-                dc_prev = dc_prev + da_i * p["weight_ci"]
-                dp["weight_ci"] += np.einsum("bh,bh->h", da_i, c_prev)
-            dc_next[:b] = dc_prev
-            dh_next[:b] = dA[t, :b].reshape(b, G * H) @ p["weight_hh"]
+                    da_i -= df  # f = 1 - i
+                da_i *= i
+                np.subtract(1.0, i, out=tm)
+                da_i *= tm  # da_i
+                np.multiply(da_i, p["weight_ci"], out=tm)
+                dcn += tm
+                np.multiply(da_i, c_prev, out=tm)
+                dp["weight_ci"][:b] += tm
+            if b < B:
+                dA[t, b:] = 0
+            np.matmul(dA[t, :b].reshape(b, G * H), W_hh, out=dh_next[:b])  # dh_{t-1}
         dA2 = dA.reshape(T * B, G * H)
         H_prev = (S[1:] if cache.reverse else S[:-1]).reshape(T * B, H)
         add_matmul(g["weight_hh"], dA2.T, H_prev)
         for name, value in dp.items():
-            g[name] += value
+            g[name] += value.sum(axis=0)
         return dA.reshape(T, B, G * H), (dh_next, dc_next)
 
     # ------------------------------------------------------------------------------------------ generation

@@ -72,7 +72,9 @@ class ReferenceRecurrent(nn.Module):
             for d in range(D):
                 k = layer * D + d
                 p = self.layer_params(layer, d)
-                x_side = layer_in @ p["weight_ih"].T + p["bias_ih"]  # [B, T, G*H]
+                # [B, G*H] per step: unbind's backward stacks the T step gradients once, where indexing x_side[:, t]
+                # would add a zero-filled [B, T, G*H] gradient per step (T^2 B G H work, most of a step's time)
+                x_side = (layer_in @ p["weight_ih"].T + p["bias_ih"]).unbind(1)
                 state = tuple(h[k] for h in hx)
                 steps: list[torch.Tensor] = [inputs.new_zeros(0)] * T
                 dm = None if lm is None else lm.directions[d]
@@ -80,7 +82,7 @@ class ReferenceRecurrent(nn.Module):
                     read = state
                     if dm is not None and dm.state is not None:
                         read = (state[0] * dm.state, *state[1:])
-                    new = self.cell.torch_step(x_side[:, t], read, p)
+                    new = self.cell.torch_step(x_side[t], read, p)
                     if dm is not None:  # zoneout: keep the previous value where z = 1 (or p in evaluation)
                         new = tuple(_zoneout(z, t, s, n) for z, s, n in zip(dm.zone, state, new, strict=True))
                     if lengths_dev is None:

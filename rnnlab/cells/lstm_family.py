@@ -26,8 +26,9 @@ a factor that a variant fixes to 1 drops out)::
     dc_{t-1} = dc_t ⊙ f_t + da_i ⊙ p_i + da_f ⊙ p_f
     dp_i += Σ_b da_i ⊙ c_{t-1},   dp_f += Σ_b da_f ⊙ c_{t-1},   dp_o += Σ_b da_o ⊙ c_t
 
-These cells are written for clarity over speed (plain NumPy expressions per step, one GEMM per step and dW_hh in one
-GEMM after the loop, as every cell); their torch counterpart is the reference module running ``torch_step``.
+Each step works in place on work arrays allocated once per call (ufuncs with ``out=``, the activations over the
+consumed Xp as lstm.py does), with one GEMM per step and dW_hh in one GEMM after the loop, as every cell; their torch
+counterpart is the reference module running ``torch_step`` (speed: experiments/benchmarks/cells.md).
 The paper's remaining variant, full gate recurrence (``fgr``: i, f, o also see the previous step's i, f, o, carried
 as three more states), is in rnnlab/cells/lstm_fgr.py.
 """

@@ -301,6 +301,11 @@ def test_checkpoint_carries_vocab_and_spec(short_run, shakespeare):
         "variant": "standard",
         "init": "default",
         "forget_bias": 0.0,
+        "input_dropout": 0.0,  # the recurrent regularisers (rnnlab.models.regularisers): off by default
+        "recurrent_dropout": 0.0,
+        "output_dropout": 0.0,
+        "zoneout": 0.0,
+        "zoneout_c": None,
     }
     assert hp["optimizer"]["name"] == "adam"
     assert hp["seed"] == 42

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.cells.lstm import LSTMCell
+from rnnlab.cells.peephole import step_backward, step_forward
 from rnnlab.cells.protocol import Params, sigmoid_
 from rnnlab.cells.protocol import work_array as _work
 from rnnlab.models.numpy import memory
@@ -127,21 +128,7 @@ class FullGateRecurrenceLSTM(LSTMCell):
             a[...] = pre_g[:, :b]
             for n, x in enumerate(RECURRENT_GATES):
                 a[x] += rec_g[n, :b]
-            np.multiply(p_i, c_prev, out=tmp[:b])
-            a[0] += tmp[:b]
-            np.multiply(p_f, c_prev, out=tmp[:b])
-            a[1] += tmp[:b]
-            sigmoid_(a[0:2])  # i_t, f_t
-            np.tanh(a[2], out=a[2])  # g_t
-            c = C[cur, :b]
-            np.multiply(a[1], c_prev, out=c)
-            np.multiply(a[0], a[2], out=tmp[:b])
-            c += tmp[:b]  # c_t
-            np.multiply(p_o, c, out=tmp[:b])
-            a[3] += tmp[:b]
-            sigmoid_(a[3])  # o_t
-            np.tanh(c, out=TC[t, :b])
-            np.multiply(a[3], TC[t, :b], out=S[cur, :b])  # h_t
+            step_forward(a, c_prev, C[cur, :b], TC[t, :b], S[cur, :b], (p_i, p_f, p_o), tmp[:b])  # the peephole step
             for n, x in enumerate(RECURRENT_GATES):
                 Qg[cur, :b, n] = a[x]  # the gates carried to t + 1
             if b < B:
@@ -162,7 +149,6 @@ class FullGateRecurrenceLSTM(LSTMCell):
         A, S, C, Q, TC, p = cache.A, cache.S, cache.C, cache.Q, cache.TC, cache.p
         T, _, B, H = A.shape
         dtype = S.dtype
-        p_i, p_f, p_o = p["weight_ci"], p["weight_cf"], p["weight_co"]
         W_hh, R = p["weight_hh"], p["weight_gg"]
         dA = memory.empty((T, B, 4, H), dtype)
         dA_g = dA.transpose(0, 2, 1, 3)  # [T, 4, B, H]
@@ -190,42 +176,8 @@ class FullGateRecurrenceLSTM(LSTMCell):
             i, f, gg, o = A[t, 0, :b], A[t, 1, :b], A[t, 2, :b], A[t, 3, :b]
             tc, c_prev, c = TC[t, :b], C[prev, :b], C[cur, :b]
             da = dA_g[t, :, :b]
-            # h_t = o_t ⊙ tanh(c_t), and o_t carried to t + 1
-            np.multiply(dh[:b], tc, out=da[3])
-            da[3] += dq_g[2, :b]
-            da[3] *= o
-            np.subtract(1, o, out=tmp[:b])
-            da[3] *= tmp[:b]  # da_o
-            np.multiply(tc, tc, out=tmp[:b])
-            np.subtract(1, tmp[:b], out=tmp[:b])
-            np.multiply(dh[:b], o, out=dc[:b])
-            dc[:b] *= tmp[:b]
-            dc[:b] += dc_next[:b]
-            np.multiply(da[3], p_o, out=tmp[:b])
-            dc[:b] += tmp[:b]  # dc_t, o_t included
-            # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t, and i_t, f_t carried to t + 1, through σ and tanh
-            np.multiply(dc[:b], gg, out=da[0])
-            da[0] += dq_g[0, :b]
-            da[0] *= i
-            np.subtract(1, i, out=tmp[:b])
-            da[0] *= tmp[:b]  # da_i
-            np.multiply(dc[:b], c_prev, out=da[1])
-            da[1] += dq_g[1, :b]
-            da[1] *= f
-            np.subtract(1, f, out=tmp[:b])
-            da[1] *= tmp[:b]  # da_f
-            np.multiply(gg, gg, out=tmp[:b])
-            np.subtract(1, tmp[:b], out=tmp[:b])
-            np.multiply(dc[:b], i, out=da[2])
-            da[2] *= tmp[:b]  # da_g
-            dp["weight_ci"] += np.einsum("bh,bh->h", da[0], c_prev)
-            dp["weight_cf"] += np.einsum("bh,bh->h", da[1], c_prev)
-            dp["weight_co"] += np.einsum("bh,bh->h", da[3], c)
-            np.multiply(dc[:b], f, out=dc_next[:b])
-            np.multiply(da[0], p_i, out=tmp[:b])
-            dc_next[:b] += tmp[:b]
-            np.multiply(da[1], p_f, out=tmp[:b])
-            dc_next[:b] += tmp[:b]  # dc_{t-1}
+            # the peephole step's backward, with the gradients of i_t, f_t, o_t carried back from t + 1
+            step_backward(da, dh[:b], dc[:b], dc_next[:b], (i, f, gg, o), tc, c_prev, c, p, dp, tmp[:b], dq_g[:, :b])
             for n, x in enumerate(RECURRENT_GATES):
                 dAq[t, :b, n] = da[x]
             if b < B:

@@ -90,21 +90,7 @@ class PeepholeLSTMCell(LSTMCell):
             pre[:b] += Xp[t, :b]  # W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
             a = A[t, :, :b]
             a[...] = pre_g[:, :b]
-            np.multiply(p_i, c_prev, out=tmp[:b])
-            a[0] += tmp[:b]
-            np.multiply(p_f, c_prev, out=tmp[:b])
-            a[1] += tmp[:b]
-            sigmoid_(a[0:2])  # i_t, f_t
-            np.tanh(a[2], out=a[2])  # g_t
-            c = C[cur, :b]
-            np.multiply(a[1], c_prev, out=c)
-            np.multiply(a[0], a[2], out=tmp[:b])
-            c += tmp[:b]  # c_t
-            np.multiply(p_o, c, out=tmp[:b])
-            a[3] += tmp[:b]
-            sigmoid_(a[3])  # o_t
-            np.tanh(c, out=TC[t, :b])
-            np.multiply(a[3], TC[t, :b], out=S[cur, :b])  # h_t
+            step_forward(a, c_prev, C[cur, :b], TC[t, :b], S[cur, :b], (p_i, p_f, p_o), tmp[:b])
             if b < B:
                 S[cur, b:] = S[prev, b:]
                 C[cur, b:] = C[prev, b:]
@@ -121,7 +107,6 @@ class PeepholeLSTMCell(LSTMCell):
         A, S, C, TC, p = cache.A, cache.S, cache.C, cache.TC, cache.p
         T, _, B, H = A.shape
         dtype = S.dtype
-        p_i, p_f, p_o = p["weight_ci"], p["weight_cf"], p["weight_co"]
         dA = memory.empty((T, B, 4, H), dtype)
         dA_g = dA.transpose(0, 2, 1, 3)  # [T, 4, B, H]
         dh_n, dc_n = d_final
@@ -142,39 +127,7 @@ class PeepholeLSTMCell(LSTMCell):
             i, f, gg, o = A[t, 0, :b], A[t, 1, :b], A[t, 2, :b], A[t, 3, :b]
             tc, c_prev, c = TC[t, :b], C[prev, :b], C[cur, :b]
             da = dA_g[t, :, :b]
-            # h_t = o_t ⊙ tanh(c_t)
-            np.multiply(dh[:b], tc, out=da[3])
-            da[3] *= o
-            np.subtract(1, o, out=tmp[:b])
-            da[3] *= tmp[:b]  # da_o
-            np.multiply(tc, tc, out=tmp[:b])
-            np.subtract(1, tmp[:b], out=tmp[:b])
-            np.multiply(dh[:b], o, out=dc[:b])
-            dc[:b] *= tmp[:b]
-            dc[:b] += dc_next[:b]
-            np.multiply(da[3], p_o, out=tmp[:b])
-            dc[:b] += tmp[:b]  # dc_t, o_t included
-            # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t, through σ and tanh
-            np.subtract(1, i, out=tmp[:b])
-            np.multiply(dc[:b], gg, out=da[0])
-            da[0] *= i
-            da[0] *= tmp[:b]  # da_i
-            np.subtract(1, f, out=tmp[:b])
-            np.multiply(dc[:b], c_prev, out=da[1])
-            da[1] *= f
-            da[1] *= tmp[:b]  # da_f
-            np.multiply(gg, gg, out=tmp[:b])
-            np.subtract(1, tmp[:b], out=tmp[:b])
-            np.multiply(dc[:b], i, out=da[2])
-            da[2] *= tmp[:b]  # da_g
-            dp["weight_ci"] += np.einsum("bh,bh->h", da[0], c_prev)
-            dp["weight_cf"] += np.einsum("bh,bh->h", da[1], c_prev)
-            dp["weight_co"] += np.einsum("bh,bh->h", da[3], c)
-            np.multiply(dc[:b], f, out=dc_next[:b])
-            np.multiply(da[0], p_i, out=tmp[:b])
-            dc_next[:b] += tmp[:b]
-            np.multiply(da[1], p_f, out=tmp[:b])
-            dc_next[:b] += tmp[:b]  # dc_{t-1}
+            step_backward(da, dh[:b], dc[:b], dc_next[:b], (i, f, gg, o), tc, c_prev, c, p, dp, tmp[:b])
             if b < B:
                 dA[t, b:] = 0
             np.matmul(dA[t, :b].reshape(b, 4 * H), p["weight_hh"], out=dh_next[:b])  # dh_{t-1}
@@ -225,3 +178,85 @@ class PeepholeLSTMCell(LSTMCell):
         if record is not None:
             record.update(i=i, f=f, g=g, o=o)
         return o * torch.tanh(c), c
+
+
+def step_forward(
+    a: np.ndarray, c_prev: np.ndarray, c: np.ndarray, tc: np.ndarray, h: np.ndarray, peep: tuple, tmp: np.ndarray
+) -> None:
+    """One step of the peephole LSTM on b rows: a [4, b, H] holds the pre-activations without the peepholes and is
+    overwritten with i, f, g, o; writes c_t into ``c``, tanh(c_t) into ``tc`` and h_t into ``h`` (the FGR LSTM,
+    rnnlab/cells/lstm_fgr.py, runs the same step after adding its gate recurrence to ``a``)."""
+    p_i, p_f, p_o = peep
+    np.multiply(p_i, c_prev, out=tmp)
+    a[0] += tmp
+    np.multiply(p_f, c_prev, out=tmp)
+    a[1] += tmp
+    sigmoid_(a[0:2])  # i_t, f_t
+    np.tanh(a[2], out=a[2])  # g_t
+    np.multiply(a[1], c_prev, out=c)
+    np.multiply(a[0], a[2], out=tmp)
+    c += tmp  # c_t
+    np.multiply(p_o, c, out=tmp)
+    a[3] += tmp
+    sigmoid_(a[3])  # o_t
+    np.tanh(c, out=tc)
+    np.multiply(a[3], tc, out=h)  # h_t
+
+
+def step_backward(
+    da: np.ndarray,
+    dh: np.ndarray,
+    dc: np.ndarray,
+    dc_next: np.ndarray,
+    gates: tuple,
+    tc: np.ndarray,
+    c_prev: np.ndarray,
+    c: np.ndarray,
+    p: Params,
+    dp: Params,
+    tmp: np.ndarray,
+    carried: np.ndarray | None = None,
+) -> None:
+    """The backward of ``step_forward`` on b rows: dh = dL/dh_t and dc_next = dL/dc_t from step t + 1 in; da [4, b, H]
+    (da_i, da_f, da_g, da_o) out, dc_next overwritten with dL/dc_{t-1}, the peepholes' gradients added to ``dp``.
+    ``carried`` [3, b, H]: the gradients of i_t, f_t, o_t arriving from step t + 1 (the FGR LSTM's gate state)."""
+    i, f, gg, o = gates
+    # h_t = o_t ⊙ tanh(c_t)
+    np.multiply(dh, tc, out=da[3])
+    if carried is not None:
+        da[3] += carried[2]
+    da[3] *= o
+    np.subtract(1, o, out=tmp)
+    da[3] *= tmp  # da_o
+    np.multiply(tc, tc, out=tmp)
+    np.subtract(1, tmp, out=tmp)
+    np.multiply(dh, o, out=dc)
+    dc *= tmp
+    dc += dc_next
+    np.multiply(da[3], p["weight_co"], out=tmp)
+    dc += tmp  # dc_t, o_t included
+    # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t, through σ and tanh
+    np.multiply(dc, gg, out=da[0])
+    if carried is not None:
+        da[0] += carried[0]
+    da[0] *= i
+    np.subtract(1, i, out=tmp)
+    da[0] *= tmp  # da_i
+    np.multiply(dc, c_prev, out=da[1])
+    if carried is not None:
+        da[1] += carried[1]
+    da[1] *= f
+    np.subtract(1, f, out=tmp)
+    da[1] *= tmp  # da_f
+    np.multiply(gg, gg, out=tmp)
+    np.subtract(1, tmp, out=tmp)
+    np.multiply(dc, i, out=da[2])
+    da[2] *= tmp  # da_g
+    dp["weight_ci"] += np.einsum("bh,bh->h", da[0], c_prev)
+    dp["weight_cf"] += np.einsum("bh,bh->h", da[1], c_prev)
+    dp["weight_co"] += np.einsum("bh,bh->h", da[3], c)
+    np.multiply(dc, f, out=dc_next)
+    np.multiply(da[0], p["weight_ci"], out=tmp)
+    dc_next += tmp
+    np.multiply(da[1], p["weight_cf"], out=tmp)
+    dc_next += tmp  # dc_{t-1}

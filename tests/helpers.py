@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI tests (plain functions; fixtures live in conftest.py)."""
+"""Helpers shared by the tests (plain functions; fixtures live in conftest.py)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,14 @@ def job_dirs(sweep: Path) -> list[Path]:
     """The job directories of a sweep, in job-number order."""
     return sorted((p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")),
                   key=lambda p: int(p.name.split("_", 1)[0]))  # fmt: skip
+
+
+def central_difference(p: Any, idx: tuple[int, ...], loss: Any, eps: float = 1e-6) -> float:
+    """(loss(p[idx] + eps) - loss(p[idx] - eps)) / 2 eps for a parameter array ``p`` changed in place and restored."""
+    keep = p[idx]
+    p[idx] = keep + eps
+    up = loss()
+    p[idx] = keep - eps
+    down = loss()
+    p[idx] = keep
+    return (up - down) / (2 * eps)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import central_difference
 
 import rnnlab
 from rnnlab.cells.protocol import cell_class
@@ -118,13 +119,7 @@ def test_backward_agrees_with_finite_differences(cell, variant):
         if name.startswith("head."):
             continue
         for idx in itertools.islice(np.ndindex(p.shape), 0, None, max(1, p.size // 6)):
-            keep = p[idx]
-            p[idx] = keep + eps
-            up = loss()
-            p[idx] = keep - eps
-            down = loss()
-            p[idx] = keep
-            numeric = (up - down) / (2 * eps)
+            numeric = central_difference(p, idx, loss, eps)
             assert abs(net.grads[name][idx] - numeric) < 1e-7 * max(1.0, abs(numeric)), (name, idx)
 
 

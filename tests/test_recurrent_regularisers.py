@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import central_difference
 from test_guard import TASKS as TASK_SETTINGS
 from test_guard import train_losses
 
@@ -100,18 +101,12 @@ def test_finite_differences_with_the_masks_fixed(cell, variant):
     numpy_net.masks.reseed(MASK_SEED)
     _, _, cache = numpy_net.forward(x, lens, train=True)
     numpy_net.backward(G, None, cache)
-    rng, eps = np.random.default_rng(2), 1e-6
+    rng = np.random.default_rng(2)
     for name in ("rnn.weight_ih_l0", "rnn.weight_hh_l0_reverse", "rnn.bias_hh_l1", "rnn.weight_hh_l1"):
         p = numpy_net.params[name]
         for flat in rng.choice(p.size, 6, replace=False):
             idx = np.unravel_index(flat, p.shape)
-            keep = p[idx]
-            p[idx] = keep + eps
-            up = loss()
-            p[idx] = keep - eps
-            down = loss()
-            p[idx] = keep
-            numeric = (up - down) / (2 * eps)
+            numeric = central_difference(p, idx, loss)
             analytic = numpy_net.grads[name][idx]
             assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic)), f"{name}{idx}"
 

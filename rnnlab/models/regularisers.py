@@ -65,11 +65,6 @@ class Regularisers:
     def zone_all(self) -> tuple[float, float]:
         return self.zoneout, self.zoneout if self.zoneout_c is None else self.zoneout_c
 
-    @property
-    def in_recurrence(self) -> bool:
-        """A mask or zoneout inside the time loop (the step-by-step path is needed)."""
-        return self.recurrent_dropout > 0 or any(r > 0 for r in self.zone_all)
-
     def zone_rates(self, states: tuple[str, ...]) -> tuple[float, ...]:
         """The zoneout probability of each of a cell's states: h ``zoneout``, c ``zoneout_c``, none for any other
         (the previous gates that the fgr LSTM carries are not memory to preserve)."""

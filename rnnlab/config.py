@@ -57,6 +57,7 @@ class OptimizerName(_Choice):
     sgd = "sgd"
     adam = "adam"
     adagrad = "adagrad"
+    rmsprop = "rmsprop"
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -115,6 +116,16 @@ class AdagradConfig(OptimizerConfig):
     lr_decay: float = 0.0
     initial_accumulator_value: float = 0.0
     eps: float = 1e-10
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    name: OptimizerName = OptimizerName.rmsprop
+    lr: float = 1e-2
+    alpha: float = 0.99  # smoothing constant of the running average of g²
+    eps: float = 1e-8
+    momentum: float = 0.0
+    centered: bool = False  # divide by the running estimate of the variance of g instead of its second moment
 
 
 # ------------------------------------------------------------------------------------------- trainer
@@ -222,6 +233,7 @@ def register_configs() -> None:
         ("optimizer", "sgd", SGDConfig),
         ("optimizer", "adam", AdamConfig),
         ("optimizer", "adagrad", AdagradConfig),
+        ("optimizer", "rmsprop", RMSpropConfig),
         ("trainer", "trainer", TrainerConfig),
         ("paths", "paths", PathsConfig),
     ):
@@ -478,6 +490,9 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, "optimizer.eps", allow_zero=True)
     if cfg.optimizer.name == OptimizerName.adagrad:
         for key in ("optimizer.lr_decay", "optimizer.initial_accumulator_value", "optimizer.eps"):
+            _positive(cfg, key, allow_zero=True)
+    if cfg.optimizer.name == OptimizerName.rmsprop:  # torch refuses a negative alpha, eps or momentum
+        for key in ("optimizer.alpha", "optimizer.eps", "optimizer.momentum"):
             _positive(cfg, key, allow_zero=True)
     if cfg.optimizer.name == OptimizerName.sgd:
         _positive(cfg, "optimizer.momentum", allow_zero=True)

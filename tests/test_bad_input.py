@@ -61,7 +61,7 @@ def assert_names(line: str, fragments: list[str]) -> None:
 COMPOSE_ERRORS = [
     (["model=lstmm"], ["model/lstmm", "gru, lstm, rnn"]),
     (["data=nope"], ["data/nope", "shakespeare"]),
-    (["optimizer=adamw"], ["optimizer/adamw", "adagrad, adam, sgd"]),
+    (["optimizer=adamw"], ["optimizer/adamw", "adagrad, adam, rmsprop, sgd"]),
     (["experiment=nope"], ["experiment/nope"]),
     (["model.hiden_size=3"], ["model.hiden_size", "did you mean hidden_size?"]),
     (["trainer.nonexistent=1"], ["trainer.nonexistent", "valid keys: accelerator"]),
@@ -70,6 +70,8 @@ COMPOSE_ERRORS = [
     (["model.hidden_size=abc"], ["model.hidden_size", "abc"]),
     (["model.hidden_size=1.5"], ["model.hidden_size", "1.5"]),
     (["optimizer.lr=x"], ["optimizer.lr", "'x'"]),
+    (["optimizer=rmsprop", "optimizer.centered=maybe"], ["optimizer.centered", "maybe"]),
+    (["optimizer=rmsprop", "optimizer.amsgrad=true"], ["optimizer.amsgrad"]),  # an Adam key: rmsprop has none
     (["model.dropout=abc"], ["model.dropout", "abc"]),
     (["seed=abc"], ["seed", "abc"]),
     (["model.backend=nump"], ["model.backend", "nump", "torch", "numpy"]),
@@ -111,6 +113,11 @@ VALIDATE_ERRORS = [
     (["optimizer.betas=[0.9,1.0]"], ["optimizer.betas", "[0, 1)"]),
     (["optimizer.eps=-1"], ["optimizer.eps", ">= 0"]),
     (["optimizer=adagrad", "optimizer.lr_decay=-0.1"], ["optimizer.lr_decay"]),
+    (["optimizer=rmsprop", "optimizer.alpha=-0.1"], ["optimizer.alpha", ">= 0", "-0.1"]),
+    (["optimizer=rmsprop", "optimizer.eps=-1e-8"], ["optimizer.eps", ">= 0"]),
+    (["optimizer=rmsprop", "optimizer.momentum=-0.9"], ["optimizer.momentum", ">= 0", "-0.9"]),
+    (["optimizer=rmsprop", "optimizer.weight_decay=-0.01"], ["optimizer.weight_decay", ">= 0"]),
+    (["optimizer=rmsprop", "optimizer.alpha=nan"], ["optimizer.alpha", "nan"]),
     (["optimizer=sgd", "optimizer.momentum=nan"], ["optimizer.momentum", "nan"]),
     (["model.dropout=-0.1"], ["model.dropout", "[0, 1)"]),
     (["model.dropout=1.0"], ["model.dropout", "[0, 1)"]),
@@ -195,6 +202,7 @@ def test_validate_errors_are_one_line(raw_compose, overrides, fragments):
         ("seed=null",),
         ("optimizer.betas=[0.0,0.0]", "optimizer.eps=0", "optimizer.weight_decay=0"),
         ("optimizer=adagrad", "optimizer.lr_decay=0", "optimizer.initial_accumulator_value=0.1"),
+        ("optimizer=rmsprop", "optimizer.alpha=0", "optimizer.eps=0", "optimizer.momentum=0"),
         ("data=text_file", "data.path=/some/file.txt"),  # the file is read later, by check_inputs
         ("+callbacks.extra={_target_:lightning.pytorch.callbacks.RichModelSummary}",),  # adding a callback is fine
         ("+trainer.plugins=null",),  # trainer keys go to lightning.Trainer, which checks them

@@ -45,6 +45,7 @@ def test_every_option_composes(raw_compose, group, option):
         ("optimizer=sgd", lambda c: c.optimizer.name == "sgd" and "momentum" in c.optimizer),
         ("optimizer=adam", lambda c: c.optimizer.name == "adam" and list(c.optimizer.betas) == [0.9, 0.999]),
         ("optimizer=adagrad", lambda c: c.optimizer.name == "adagrad" and "lr_decay" in c.optimizer),
+        ("optimizer=rmsprop", lambda c: c.optimizer.name == "rmsprop" and c.optimizer.alpha == 0.99),
         ("trainer=cpu", lambda c: (c.trainer.accelerator, c.trainer.devices) == ("cpu", 1)),
         ("trainer=gpu", lambda c: (c.trainer.accelerator, c.trainer.devices) == ("gpu", 1)),
         ("trainer=default", lambda c: c.trainer.accelerator == "auto"),
@@ -124,7 +125,7 @@ def test_cache_dir_follows_the_environment(raw_compose, rnnlab_env):
         (cell, task_data, optimizer)
         for (cell, task_data), optimizer in zip(
             itertools.product(["rnn", "lstm", "gru"], [CLASSIFY, ("task=language_model",)]),
-            itertools.cycle(["sgd", "adam", "adagrad"]),
+            itertools.cycle(["sgd", "adam", "adagrad", "rmsprop"]),
         )
     ],
 )

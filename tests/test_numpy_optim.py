@@ -1,4 +1,4 @@
-"""rnnlab.models.numpy.optim: SGD, Adam, Adagrad and gradient clipping, step by step against torch.
+"""rnnlab.models.numpy.optim: SGD, Adam, Adagrad, RMSprop and gradient clipping, step by step against torch.
 
 The torch side is built by the project's own ``rnnlab.backends.torch.build_optimizer`` from the same config dict (the
 structured config, converted as ``train`` converts it); on CPU torch runs its single-tensor ("for-loop") code.
@@ -19,12 +19,13 @@ from lightning.pytorch.utilities.enums import GradClipAlgorithmType
 from omegaconf import OmegaConf
 
 from rnnlab.backends.torch import build_optimizer as build_torch_optimizer
-from rnnlab.config import AdagradConfig, AdamConfig, OptimizerConfig, SGDConfig
+from rnnlab.config import AdagradConfig, AdamConfig, OptimizerConfig, RMSpropConfig, SGDConfig
 from rnnlab.models.numpy.optim import (
     SGD,
     Adagrad,
     Adam,
     Optimizer,
+    RMSprop,
     build_optimizer,
     clip_grad_norm,
     clip_grad_value,
@@ -61,7 +62,25 @@ CONFIGS = {
     "adagrad-initial-accumulator": cfg(AdagradConfig(initial_accumulator_value=0.1)),
     "adagrad-weight-decay": cfg(AdagradConfig(weight_decay=0.02)),
     "adagrad-everything": cfg(AdagradConfig(lr=0.2, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.5)),
+    "rmsprop": cfg(RMSpropConfig()),
+    "rmsprop-alpha-eps": cfg(RMSpropConfig(lr=0.02, alpha=0.9, eps=1e-3)),
+    "rmsprop-centered": cfg(RMSpropConfig(centered=True)),
+    "rmsprop-centered-small-alpha": cfg(RMSpropConfig(lr=0.05, alpha=0.4, centered=True)),  # lerp weight 0.6
+    "rmsprop-momentum": cfg(RMSpropConfig(lr=0.005, momentum=0.9)),
+    "rmsprop-weight-decay": cfg(RMSpropConfig(weight_decay=0.05)),
+    "rmsprop-everything": cfg(
+        RMSpropConfig(lr=0.003, alpha=0.95, eps=1e-6, weight_decay=0.02, momentum=0.8, centered=True)
+    ),
 }
+# Where the formula itself amplifies rounding past RTOL, so that the comparison would measure the conditioning, not
+# the implementation. Centered RMSprop with α <= 0.5 (the lerp's other form) on the quadratic's slowly changing
+# gradients: within a few steps v - ḡ² is a small difference of two nearly equal numbers, and an ulp of ḡ² from
+# torch's fused multiply-add (addcmul) or of its float32 sqrt (not correctly rounded on CPU) becomes up to 4e-5 of
+# the largest parameter in float32 over 25 steps (1e-14 in float64, which stays in). The random gradients, whose
+# scale jumps, compare that form in both dtypes.
+ILL_CONDITIONED = {("rmsprop-centered-small-alpha", "quadratic", np.float32)}
+# one configuration per optimizer with every part of its formula switched on
+EVERYTHING = ["sgd-nesterov-weight-decay", "adam-amsgrad-weight-decay", "adagrad-everything", "rmsprop-everything"]
 
 
 def initial_params(dtype: type, seed: int = 0) -> dict[str, np.ndarray]:
@@ -109,6 +128,8 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float, what: st
 @pytest.mark.parametrize("mode", ["random", "quadratic"])
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_matches_torch_every_step(config: str, mode: str, dtype: type) -> None:
+    if (config, mode, dtype) in ILL_CONDITIONED:
+        pytest.skip("the formula amplifies torch's unreproducible rounding past RTOL here (see ILL_CONDITIONED)")
     optimizer_cfg = CONFIGS[config]
     params = initial_params(dtype)
     tensors = {name: torch.tensor(p.copy(), requires_grad=True) for name, p in params.items()}
@@ -125,6 +146,7 @@ def test_matches_torch_every_step(config: str, mode: str, dtype: type) -> None:
         theirs.step()
         for name, t in tensors.items():
             assert params[name].dtype == dtype
+            assert np.isfinite(params[name]).all(), f"{name} after step {step + 1}"  # nan == nan would pass
             assert_close(params[name], t.detach().numpy(), rtol, f"{name} after step {step + 1}")
     # the state too, under torch's keys
     for name, t in tensors.items():
@@ -149,7 +171,7 @@ def test_grads_are_read_not_written() -> None:
             np.testing.assert_array_equal(g, before[name])
 
 
-@pytest.mark.parametrize("config", ["sgd-nesterov-weight-decay", "adam-amsgrad-weight-decay", "adagrad-everything"])
+@pytest.mark.parametrize("config", EVERYTHING)
 def test_float32_stays_float32(config: str) -> None:
     params = initial_params(np.float32)
     optimizer = build_optimizer(params, CONFIGS[config])
@@ -160,7 +182,7 @@ def test_float32_stays_float32(config: str) -> None:
         assert all(v.dtype == np.float32 for v in st.values() if isinstance(v, np.ndarray))
 
 
-@pytest.mark.parametrize("config", ["sgd-nesterov-weight-decay", "adam-amsgrad-weight-decay", "adagrad-everything"])
+@pytest.mark.parametrize("config", EVERYTHING)
 def test_step_allocates_no_arrays(config: str) -> None:
     """After the first step (work arrays and state), a step writes everything with out=: no new array memory."""
     params = {"big": np.random.default_rng(0).standard_normal((256, 256))}  # 512 KiB
@@ -204,6 +226,11 @@ def test_skips_parameters_without_a_gradient_and_rejects_bad_ones() -> None:
         (Adam, {"lr": 0.1, "eps": -1e-8}),
         (Adagrad, {"lr": 0.1, "lr_decay": -0.1}),
         (Adagrad, {"lr": 0.1, "initial_accumulator_value": -1.0}),
+        (RMSprop, {"lr": -0.1}),
+        (RMSprop, {"lr": 0.1, "alpha": -0.5}),
+        (RMSprop, {"lr": 0.1, "eps": -1e-8}),
+        (RMSprop, {"lr": 0.1, "momentum": -0.9}),
+        (RMSprop, {"lr": 0.1, "weight_decay": -0.01}),
     ],
 )
 def test_rejects_what_torch_rejects(cls: type[Optimizer], kwargs: dict[str, Any]) -> None:
@@ -215,13 +242,13 @@ def test_rejects_what_torch_rejects(cls: type[Optimizer], kwargs: dict[str, Any]
 
 
 def test_build_optimizer_rejects_an_unknown_name() -> None:
-    with pytest.raises(ValueError, match="rmsprop"):
-        build_optimizer(initial_params(np.float64), {"name": "rmsprop", "lr": 0.1})
+    with pytest.raises(ValueError, match="adamw"):
+        build_optimizer(initial_params(np.float64), {"name": "adamw", "lr": 0.1})
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("config", ["sgd-nesterov-weight-decay", "adam-amsgrad-weight-decay", "adagrad-everything"])
+@pytest.mark.parametrize("config", EVERYTHING)
 def test_state_dict_resumes_exactly(config: str, dtype: type) -> None:
     optimizer_cfg = CONFIGS[config]
     grads_at = quadratic(dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import lightning as L
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from rnnlab.backends.torch import OPTIMIZERS as TORCH_OPTIMIZERS
 from rnnlab.tasks.language_model import LanguageModelTask
 from rnnlab.train import train
 
@@ -26,6 +28,8 @@ OPTIMIZERS = {
     "adam": ("optimizer=adam", "optimizer.lr=0.01", "optimizer.weight_decay=0.01"),
     "adagrad": ("optimizer=adagrad", "optimizer.lr=0.1", "optimizer.lr_decay=0.01",
                 "optimizer.initial_accumulator_value=0.1"),
+    "rmsprop": ("optimizer=rmsprop", "optimizer.lr=0.01", "optimizer.alpha=0.9", "optimizer.momentum=0.5",
+                "optimizer.centered=true", "optimizer.weight_decay=0.01"),
 }  # fmt: skip
 
 
@@ -69,6 +73,10 @@ def test_training_parity_with_torch(compose, tmp_path, monkeypatch, optimizer, t
             compose, (*common, f"model.backend={backend}"), tmp_path / backend, monkeypatch
         )
     assert len(losses["torch"]) == len(losses["numpy"]) == 22
+    for backend in ("torch", "numpy"):  # LearningRateMonitor's tag names torch's class on both backends
+        with open(tmp_path / backend / "csv" / "metrics.csv", newline="") as f:
+            columns = next(csv.reader(f))
+        assert [c for c in columns if c.startswith("lr-")] == [f"lr-{TORCH_OPTIMIZERS[optimizer]}"], backend
     np.testing.assert_allclose(losses["numpy"], losses["torch"], rtol=1e-8, atol=0)
     assert losses["torch"][-1] < losses["torch"][0]  # it trained
     # the clip was active at least once (otherwise the test would not cover it)

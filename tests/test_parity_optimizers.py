@@ -1,4 +1,4 @@
-"""Training parity over 20 steps: every registered cell and variant, float64, with SGD, Adam and Adagrad.
+"""Training parity over 20 steps: every registered cell and variant, float64, with SGD, Adam, Adagrad and RMSprop.
 
 For each (cell, variant) x optimizer, a classification task is built on each backend as rnnlab.build builds it
 (``backend.finish_build``: the torch network in float64 from the float64 draws, so both start from the same
@@ -11,9 +11,9 @@ That bound is meaningful only where torch agrees with itself to it, which a comp
 settings: each optimizer with its shape, on a cell torch runs fused (nn.LSTM) and on one its reference module runs
 (gru/mgu), the torch run repeated with 2 threads instead of 1 (torch.set_num_threads) agrees with it to the same
 1e-8 over the same 20 steps (a sample: 2 threads spin on a busy machine). The shapes rotate over the optimizers
-(1 layer; 2 bidirectional layers; 2 layers), so every cell trains 1 and 2 layers and a bidirectional stack; the
-Elman RNN also runs with relu. With ``-s`` the module prints each case and the worst relative differences per
-optimizer.
+(1 layer; 2 bidirectional layers; 2 layers; 1 bidirectional layer), so every cell trains 1 and 2 layers and
+bidirectional stacks of both; the Elman RNN also runs with relu. With ``-s`` the module prints each case and the
+worst relative differences per optimizer.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
     "adam": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 1e-3, "amsgrad": False},
     "adagrad": {"name": "adagrad", "lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-10,
                 "weight_decay": 0.0},
+    "rmsprop": {"name": "rmsprop", "lr": 0.01, "alpha": 0.9, "eps": 1e-6, "weight_decay": 1e-3, "momentum": 0.5,
+                "centered": True},
 }  # fmt: skip
-SHAPES = {"sgd": (1, False), "adam": (2, True), "adagrad": (2, False)}  # (num_layers, bidirectional)
+SHAPES = {"sgd": (1, False), "adam": (2, True), "adagrad": (2, False), "rmsprop": (1, True)}  # (layers, bidirectional)
 VARIANTS = [(e.name, e.variant, "tanh") for e in CELLS.entries()] + [("rnn", "standard", "relu")]
 WORST: dict[str, dict[str, float]] = {}  # optimizer -> the worst relative differences seen, for the summary
 

@@ -88,8 +88,8 @@ _NAMED_NUMPY_OPTIMIZERS: dict[str, type[NumpyOptimizer]] = {}
 
 
 def named_numpy_optimizer(numpy_optimizer: Any, grads: dict[str, Any]) -> NumpyOptimizer:
-    """A NumpyOptimizer whose class is named like the torch optimizer it mirrors ("SGD", "Adam", "Adagrad"), so
-    that LearningRateMonitor logs the same tag (``lr-Adam``, ...) for both backends."""
+    """A NumpyOptimizer whose class is named like the torch optimizer it mirrors ("SGD", "Adam", "Adagrad",
+    "RMSprop"), so that LearningRateMonitor logs the same tag (``lr-Adam``, ...) for both backends."""
     name = type(numpy_optimizer).__name__
     cls = _NAMED_NUMPY_OPTIMIZERS.get(name)
     if cls is None:

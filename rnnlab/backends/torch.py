@@ -16,11 +16,11 @@ import torch
 from rnnlab.backends import Backend
 from rnnlab.models.regularisers import step_seed
 
-OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad"}
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
 
 
 def build_optimizer(params: Any, optimizer: dict[str, Any]) -> torch.optim.Optimizer:
-    """torch.optim.{SGD, Adam, Adagrad} from the optimizer config (keys are the optimizer's arguments)."""
+    """torch.optim.{SGD, Adam, Adagrad, RMSprop} from the optimizer config (keys are the optimizer's arguments)."""
     kwargs = {k: v for k, v in optimizer.items() if k != "name"}
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])

@@ -19,7 +19,8 @@ metric than its default on this data (``{"tag": "val/entity_f1"}``); ``quick`` o
 * ``forecast``: (window of float features [T, F], future targets [horizon, targets]);
 * ``tagging``: (token ids, length, one label per token);
 * ``regression``: (float features [T, F], one float target);
-* ``seq2seq``: (source ids, source length, target ids, target length).
+* ``seq2seq``: (source ids, source length, target ids, target length);
+* ``piano_roll``: (piano roll inputs [T, 88], lengths, next-step piano roll targets).
 """
 
 from __future__ import annotations

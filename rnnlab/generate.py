@@ -1,11 +1,13 @@
-"""rnnlab-generate: sample text from a language-model checkpoint of either backend.
+"""rnnlab-generate: sample text from a language-model checkpoint, or music from a polyphonic one, of either backend.
 
     rnnlab-generate ckpt_path=outputs/runs/.../checkpoints/last.ckpt prompt="ROMEO:" length=500 temperature=0.8
+    rnnlab-generate ckpt_path=outputs/runs/.../checkpoints/best.ckpt out=chorale.mid length=64 seed=3
 
 Arguments are key=value pairs (the same style as rnnlab-train's overrides). The checkpoint alone rebuilds the
-model (network spec, vocabulary, backend and dtype are in it); sampling is ``LanguageModelTask.generate``, the
-sampler both backends share, so a given seed gives the same text every time. ``--help`` answers without importing
-torch or Lightning.
+model (network spec, vocabulary, backend and dtype are in it); sampling is the task's own
+(``LanguageModelTask.generate``, ``PolyphonicTask.generate_roll``), shared by both backends, so a given seed gives
+the same sample every time. A task=polyphonic checkpoint writes a standard MIDI file (``out=``, never over an
+existing file) and prints where it went. ``--help`` answers without importing torch or Lightning.
 """
 
 from __future__ import annotations
@@ -19,17 +21,34 @@ from typing import Any
 from rnnlab.errors import RnnlabError
 
 KEYS: dict[str, tuple[type, Any, str]] = {
-    "ckpt_path": (str, None, "a checkpoint written by rnnlab-train task=language_model (required)"),
-    "prompt": (str, "", 'the text to continue ("" starts after a newline)'),
-    "length": (int, 300, f"characters to generate (1 to {1_000_000:,})"),
-    "temperature": (float, 0.8, "softmax temperature (finite, > 0; lower is more conservative)"),
-    "top_k": (int, None, "sample among the k most likely characters only (null: all)"),
+    "ckpt_path": (str, None, "a checkpoint written by rnnlab-train task=language_model or task=polyphonic (required)"),
+    "prompt": (
+        str,
+        "",
+        'text: the text to continue ("" starts after a newline); music: the first steps, MIDI '
+        'numbers 21-108 separated by commas, steps by ";" ("" is the chord 48,64,67,72)',
+    ),
+    "length": (int, 300, f"characters or steps to generate (1 to {1_000_000:,})"),
+    "temperature": (
+        float,
+        None,
+        "softmax temperature (text, default 0.8) or p = sigmoid(z / T) (music, default "
+        "1.0); finite, > 0, lower is more conservative",
+    ),
+    "top_k": (int, None, "text: sample among the k most likely characters only (null: all)"),
+    "out": (str, None, "music: the MIDI file to write (required for a task=polyphonic checkpoint; never overwritten)"),
+    "tempo": (float, 100.0, "music: quarter notes (steps) per minute in the MIDI file"),
     "seed": (int, 0, "seed of the sampler's NumPy generator (0 to 2**32 - 1)"),
     "device": (str, "cpu", "torch device for a torch-backend checkpoint (cpu, cuda, cuda:1, ...)"),
 }
 
 MAX_LENGTH = 1_000_000  # characters: about a minute of batch-1 sampling
-USAGE = "usage: rnnlab-generate ckpt_path=PATH [prompt=TEXT] [length=N] [temperature=T] [top_k=K] [seed=S] [device=D]"
+USAGE = (
+    "usage: rnnlab-generate ckpt_path=PATH [prompt=TEXT] [length=N] [temperature=T] [top_k=K] [seed=S] [device=D] "
+    "[out=FILE.mid] [tempo=BPM]"
+)
+GENERATING_TASKS = ("language_model", "polyphonic")
+DEFAULT_CHORD = "48,64,67,72"  # C3 E4 G4 C5: a C major chord, one note per voice
 
 
 class UsageError(RnnlabError):
@@ -55,7 +74,7 @@ def parse(argv: list[str]) -> dict[str, Any]:
         if key not in KEYS:
             raise UsageError(f"unknown argument {key!r}; valid: {', '.join(KEYS)}")
         kind = KEYS[key][0]
-        if raw.lower() in ("null", "none") and key in ("top_k",):
+        if raw.lower() in ("null", "none") and key in ("top_k", "temperature", "out"):
             values[key] = None
             continue
         if kind is str:
@@ -69,17 +88,43 @@ def parse(argv: list[str]) -> dict[str, Any]:
         raise UsageError(f"ckpt_path is required ({USAGE})")
     if not 1 <= values["length"] <= MAX_LENGTH:
         raise UsageError(f"length must be in [1, {MAX_LENGTH}], got {values['length']}")
-    if not (values["temperature"] > 0 and math.isfinite(values["temperature"])):
+    if values["temperature"] is not None and not (values["temperature"] > 0 and math.isfinite(values["temperature"])):
         raise UsageError(f"temperature must be a finite number > 0, got {values['temperature']}")
     if not 0 <= values["seed"] < 2**32:
         raise UsageError(f"seed must be in [0, 2**32), got {values['seed']}")
     if values["top_k"] is not None and values["top_k"] < 1:
         raise UsageError(f"top_k must be >= 1 or null, got {values['top_k']}")
+    if not (values["tempo"] > 0 and math.isfinite(values["tempo"])):
+        raise UsageError(f"tempo must be a finite number > 0, got {values['tempo']}")
     return values
 
 
-def load_language_model(path: str, device: str = "cpu") -> Any:
-    """The LanguageModelTask of a checkpoint (either backend); one-line errors for anything else."""
+def parse_chords(text: str) -> Any:
+    """A music prompt ("60,64,67;62,65,71": MIDI numbers by step) as a 0/1 piano roll [steps, 88]; "" is
+    ``DEFAULT_CHORD``. A step may be empty (a rest). A bad number is a UsageError naming it."""
+    import numpy as np
+
+    from rnnlab.tasks.polyphonic import KEYS, LOWEST_MIDI
+
+    steps = (text.strip() or DEFAULT_CHORD).split(";")
+    roll = np.zeros((len(steps), KEYS))
+    for t, step in enumerate(steps):
+        for item in (x.strip() for x in step.split(",")):
+            if not item:
+                continue
+            try:
+                midi = int(item)
+            except ValueError:
+                raise UsageError(f"prompt: {item!r} is not a MIDI note number (step {t + 1})") from None
+            if not LOWEST_MIDI <= midi < LOWEST_MIDI + KEYS:
+                raise UsageError(f"prompt: MIDI note {midi} is off the piano (21 to 108; step {t + 1})")
+            roll[t, midi - LOWEST_MIDI] = 1.0
+    return roll
+
+
+def load_generator(path: str, device: str = "cpu") -> Any:
+    """The task module of a language-model or polyphonic checkpoint (either backend); one-line errors for anything
+    else."""
     import torch
 
     file = Path(path).expanduser()
@@ -110,19 +155,22 @@ def load_language_model(path: str, device: str = "cpu") -> Any:
             f"ckpt_path: the checkpoint's weights hold NaN or Inf ({bad[0]}{more}); it cannot be used: {path}"
         )
     task = (saved.get("hyper_parameters", {}).get("task") or {}).get("name")
-    if str(task) != "language_model":
-        raise UsageError(f"ckpt_path: a task={task} checkpoint; rnnlab-generate needs task=language_model: {path}")
+    if str(task) not in GENERATING_TASKS:
+        raise UsageError(
+            f"ckpt_path: a task={task} checkpoint; rnnlab-generate needs task=language_model or task=polyphonic: {path}"
+        )
     from rnnlab.registry import RegistryError
     from rnnlab.runtime.resume import import_recorded_plugins
 
     import_recorded_plugins(saved, path)  # the run's plug-in cell, without plugins= here
-    from rnnlab.tasks.language_model import LanguageModelTask
+    from rnnlab.tasks import task_class
 
+    task_cls = task_class(str(task))
     backend = saved["hyper_parameters"].get("backend", "torch")
     with warnings.catch_warnings():  # a NumPy checkpoint's torch state dict is empty by design
         warnings.filterwarnings("ignore", message=".*contains no parameters")
         try:
-            model = LanguageModelTask.load_from_checkpoint(file, map_location="cpu" if backend == "numpy" else device)
+            model = task_cls.load_from_checkpoint(file, map_location="cpu" if backend == "numpy" else device)
         except RegistryError as err:  # a plug-in's cell, from a checkpoint that does not record its module
             raise UsageError(
                 f"ckpt_path: {err} (and no plug-in module that the checkpoint records registers it): {path}"
@@ -132,11 +180,41 @@ def load_language_model(path: str, device: str = "cpu") -> Any:
 
 
 def generate(values: dict[str, Any]) -> str:
-    model = load_language_model(values["ckpt_path"], values["device"])
+    """The sampled text, or (music) the line saying where the MIDI file went."""
+    out = values["out"]
+    if out is not None:  # before loading: never overwrite, and fail early on a directory that is not there
+        target = Path(out).expanduser()
+        if target.exists():
+            raise UsageError(f"out: {out} exists; choose another file name (rnnlab-generate never overwrites)")
+        if not target.parent.is_dir():
+            raise UsageError(f"out: no directory {target.parent} for {out}")
+    model = load_generator(values["ckpt_path"], values["device"])
+    if model.hparams.task["name"] == "polyphonic":
+        return generate_music(model, values)
+    if out is not None:
+        raise UsageError("out: only a task=polyphonic checkpoint writes a file; text is printed")
     unknown = [ch for ch in values["prompt"] if ch not in model.vocab.stoi]
     if unknown:
         raise UsageError(f"prompt: character {unknown[0]!r} is not in this model's vocabulary")
-    return model.generate(values["prompt"], values["length"], values["temperature"], values["top_k"], values["seed"])
+    temperature = 0.8 if values["temperature"] is None else values["temperature"]
+    return model.generate(values["prompt"], values["length"], temperature, values["top_k"], values["seed"])
+
+
+def generate_music(model: Any, values: dict[str, Any]) -> str:
+    """Sample a piano roll after the prompt's steps and write it as a standard MIDI file (``out``)."""
+    if values["out"] is None:
+        raise UsageError("out is required for a task=polyphonic checkpoint: the MIDI file to write (out=sample.mid)")
+    if values["top_k"] is not None:
+        raise UsageError("top_k applies to text only; a polyphonic model draws each key independently")
+    from rnnlab.data.music import write_midi
+
+    prompt = parse_chords(values["prompt"])
+    temperature = 1.0 if values["temperature"] is None else values["temperature"]
+    roll = model.generate_roll(prompt, values["length"], temperature, values["seed"])
+    write_midi(roll, values["out"], tempo_bpm=values["tempo"])
+    notes = int(roll[len(prompt) :].sum())
+    return (f"wrote {values['out']}: {len(roll)} steps ({len(prompt)} of prompt), {notes} sampled note onsets or "
+            f"holds, {values['tempo']:g} steps per minute")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rnnlab.registry import TASKS
+
 pytestmark = pytest.mark.cli
 
 RNNLAB_TRAIN = Path(sys.executable).parent / "rnnlab-train"
@@ -94,7 +96,7 @@ def test_a_plugin_task_and_dataset_from_the_command_line(tmp_path):
     )  # fmt: skip
     helped = run_cli("plugins=[my_plugins]", "--help", cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr
-    assert "classify, forecast, language_model, regress, seq2seq, tag, my_classify\n" in helped.stdout
+    assert f"{', '.join(TASKS.names())}, my_classify\n" in helped.stdout  # the built-ins, then the plug-in
     assert re.search(r"synthetic_text, tiny_text \([^)]*\bclassify\b[^)]*\bmy_classify\b", helped.stdout)  # one kind
     typo = run_cli(*chosen, "data.flavor=x", cwd=tmp_path)
     assert typo.returncode == 1

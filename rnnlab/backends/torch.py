@@ -112,7 +112,12 @@ class TorchBackend(Backend):
         """Nothing: the parameters are in Lightning's state_dict."""
 
     def on_load_checkpoint(self, task: Any, checkpoint: dict[str, Any]) -> None:
-        """Nothing: Lightning loads the state_dict."""
+        """Lightning loads the state_dict after this. A float64 run's checkpoint loaded into a module built anew in
+        float32 (``load_from_checkpoint``: rnnlab-generate, evaluation) turns the module to float64 first, so that
+        its weights are not rounded to float32."""
+        weights = [v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("net.")]
+        if weights and weights[0].dtype == torch.float64 and task.net.head.weight.dtype != torch.float64:
+            task.double()
 
     def state_in(self, task: Any, state: Any) -> Any:
         """A carried or restored state on the module's device and in its dtype."""

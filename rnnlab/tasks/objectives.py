@@ -49,3 +49,23 @@ class MSE:
         from rnnlab.models.numpy.losses import mse
 
         return mse(pred, targets.reshape(pred.shape))
+
+
+@dataclass(frozen=True)
+class BernoulliNLL:
+    """Independent Bernoulli outputs (one per key of a piano roll): the negative log-likelihood summed over the
+    keys (the last axis) and averaged over the scored steps, in nats per step. A step is scored unless its targets
+    are negative (padding past a sequence's length carries -1 in every key: ``rnnlab.tasks.polyphonic``)."""
+
+    def torch(self, logits: Any, targets: Any) -> Any:
+        from torch.nn import functional as F
+
+        z = logits.reshape(-1, logits.shape[-1])
+        y = targets.reshape(-1, logits.shape[-1]).to(z.dtype)
+        scored = y[:, 0] >= 0
+        return F.binary_cross_entropy_with_logits(z[scored], y[scored], reduction="sum") / scored.sum()
+
+    def numpy(self, logits: Any, targets: Any) -> tuple[float, Any]:
+        from rnnlab.models.numpy.losses import bernoulli_nll
+
+        return bernoulli_nll(logits, targets)

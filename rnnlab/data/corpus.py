@@ -94,14 +94,20 @@ def shakespeare_text(cache_dir: str | os.PathLike | None = None) -> str:
     return shakespeare_path(cache_dir).read_text(encoding="utf-8")
 
 
-def check_text_file(path: str | os.PathLike) -> Path:
-    """The checks that need no full read: the file exists, is a regular file, holds more than whitespace and has
-    no NUL byte in its first 64 KiB (a binary file). Returns the path with ``~`` expanded; a DataError names it."""
+def existing_file(path: str | os.PathLike) -> Path:
+    """``data.path`` with ``~`` expanded, if it names a regular file; otherwise a DataError naming it."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data.path: file not found: {p}")
     if not p.is_file():
         raise DataError(f"data.path: not a regular file: {p}")
+    return p
+
+
+def check_text_file(path: str | os.PathLike) -> Path:
+    """The checks that need no full read: the file exists, is a regular file, holds more than whitespace and has
+    no NUL byte in its first 64 KiB (a binary file). Returns the path with ``~`` expanded; a DataError names it."""
+    p = existing_file(path)
     try:
         with open(p, "rb") as fh:
             head = fh.read(_HEAD_BYTES)

@@ -103,11 +103,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from rnnlab.atomic import atomic_file, write_text
-from rnnlab.data.corpus import cache_root
+from rnnlab.data.corpus import cache_root, existing_file
 from rnnlab.data.datamodules import _Loaders
+from rnnlab.data.sequences import TaggedSequences
 from rnnlab.data.vocab import CharVocab
 from rnnlab.errors import DataError
 
@@ -521,11 +521,7 @@ def read_standard_file(path: str | os.PathLike[str]) -> dict[str, list[list[list
     """The standard split from ``data.path`` (JSON, or a pickle of plain containers): ``{"train"|"val"|"test":
     [chorale, ...]}`` with each chorale a list of steps of MIDI numbers (the file's ``valid`` becomes ``val``).
     Anything else is a DataError naming the file and what is wrong."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise DataError(f"data.path: file not found: {p}")
-    if not p.is_file():
-        raise DataError(f"data.path: not a regular file: {p}")
+    p = existing_file(path)
     try:
         raw = p.read_bytes()
     except OSError as err:
@@ -584,10 +580,10 @@ def _check_chorale(p: Path, split: str, i: int, chorale: Any) -> list[list[int]]
 
 
 # ---------------------------------------------------------------------------------------- data module
-class PianoRolls(Dataset):
+class PianoRolls(TaggedSequences):
     """The chorales of one split: x = roll[:n-1], y = roll[1:n] stored padded (uint8); ``collate`` gathers a
-    batch with one index operation and trims it to its own longest sequence: (x [B, T, 88] float32, lengths
-    [B] int64 = n - 1, y [B, T, 88] float32), zero past each length."""
+    batch with one index operation and trims it to its own longest sequence (``TaggedSequences.collate``): (x
+    [B, T, 88] float32, lengths [B] int64 = n - 1, y [B, T, 88] float32), zero past each length."""
 
     def __init__(self, rolls: Sequence[np.ndarray]):
         lengths = np.asarray([len(r) - 1 for r in rolls], dtype=np.int64)
@@ -598,20 +594,21 @@ class PianoRolls(Dataset):
         for i, roll in enumerate(rolls):
             x[i, : lengths[i]] = roll[:-1]
             y[i, : lengths[i]] = roll[1:]
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
-        self.lengths = torch.from_numpy(lengths)
+        super().__init__(x, lengths, y)
 
-    def __len__(self) -> int:
-        return len(self.lengths)
+    @property
+    def x(self) -> torch.Tensor:
+        """The inputs, [N, T, 88] uint8, padded."""
+        return self.ids
 
-    def __getitem__(self, i: int) -> int:
-        return i
+    @property
+    def y(self) -> torch.Tensor:
+        """The targets, [N, T, 88] uint8, padded."""
+        return self.labels
 
     def collate(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(indices)
-        lengths = self.lengths[idx]
-        t = int(lengths.max())
-        return self.x[idx, :t].float(), lengths, self.y[idx, :t].float()
+        x, lengths, y = super().collate(indices)
+        return x.float(), lengths, y.float()
 
 
 class JsbChoralesDataModule(_Loaders):

@@ -93,11 +93,11 @@ def fmt(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def report(rows: list[dict[str, Any]], out: Path, command: str, smoke: bool) -> str:
+def report(rows: list[dict[str, Any]], out: Path, command: str, smoke: bool, conditions: str = "") -> str:
     lines = ["# Polyphonic music: the JSB chorales presets on both backends", ""]
     if smoke:
         lines += ["**A smoke run** (tiny settings): the numbers mean nothing.", ""]
-    paths = sorted({str(r["data_path"]) for r in rows})
+    paths = sorted({os.path.relpath(r["data_path"], ROOT) if r["data_path"] else "None" for r in rows})
     lines += [
         "`experiment=jsb_lstm` and `experiment=jsb_gru` (conf/experiment/), the ~300K-parameter setting of Bai, Kolter "
         "& Koltun (2018, Table 1), trained with `rnnlab-train` on each backend and seed, one thread per job, two jobs "
@@ -111,6 +111,10 @@ def report(rows: list[dict[str, Any]], out: Path, command: str, smoke: bool) -> 
         "```bash",
         command,
         "```",
+        "",
+        *([conditions, ""] if conditions else []),
+        "The wall time is the whole `rnnlab-train` job (data, training with a validation per epoch, the test); "
+        "`step ms` is the median training step (`time/step_ms`).",
         "",
         "## Every run",
         "",
@@ -127,7 +131,7 @@ def report(rows: list[dict[str, Any]], out: Path, command: str, smoke: bool) -> 
         )
     lines += ["", "## Over the seeds", "",
               "| preset | backend | seeds | test/nll mean | std | min | max | published | target (torch, every seed) | "
-              "wall min, max |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "longest wall min |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     verdicts = []
     for cell in ("lstm", "gru"):
         means = {}
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="where the report goes (default experiments/jsb_chorales)")
     p.add_argument("--from-sweep", type=Path, action="append", help="report finished sweeps (repeatable); no runs")
     p.add_argument("--smoke", action="store_true", help="tiny settings into a temporary directory (a test)")
+    p.add_argument("--conditions", default="", help="a sentence on the machine's state, for the report")
     args, extra = p.parse_known_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     cells = [c for c in args.cells.split(",") if c]
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"jsb_chorales: no finished runs below {', '.join(map(str, sweeps))}", file=sys.stderr)
         return 1
-    print(report(rows, out, command, args.smoke))
+    print(report(rows, out, command, args.smoke, args.conditions))
     print(f"\nwrote {out / 'README.md'}")
     return status
 

@@ -101,7 +101,11 @@ def test_help_does_not_import_torch():
 def test_parse_types_and_checks():
     values = parse(["ckpt_path=a.ckpt", 'prompt="ROMEO:"', "length=5", "top_k=null", "temperature=1.5"])
     assert values == {"ckpt_path": "a.ckpt", "prompt": "ROMEO:", "length": 5, "temperature": 1.5, "top_k": None,
-                      "seed": 0, "device": "cpu"}  # fmt: skip
-    for bad in (["length=3"], ["ckpt_path=a", "length=x"], ["ckpt_path=a", "top_k=0"], ["ckpt_path=a", "oops"]):
+                      "seed": 0, "device": "cpu", "out": None, "tempo": 100.0}  # fmt: skip
+    music = parse(["ckpt_path=a.ckpt", "out=x.mid", "tempo=72", "temperature=null"])
+    assert (music["out"], music["tempo"], music["temperature"]) == ("x.mid", 72.0, None)  # None: the task's default
+    bads = (["length=3"], ["ckpt_path=a", "length=x"], ["ckpt_path=a", "top_k=0"], ["ckpt_path=a", "oops"],
+            ["ckpt_path=a", "tempo=0"], ["ckpt_path=a", "tempo=inf"], ["ckpt_path=a", "temperature=0"])  # fmt: skip
+    for bad in bads:
         with pytest.raises(UsageError):
             parse(bad)

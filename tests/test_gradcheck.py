@@ -68,8 +68,12 @@ def test_an_unknown_cell_is_one_line(tmp_path):
 
 # ------------------------------------------------------------------------------------------- scope=network
 # In this process (the unit tier: no Trainer, no command line), so that torch and Lightning load once: every
-# registered task on its default data (the first registered data of the kind it accepts), then a few more code paths.
-NETWORK_CASES = [(task.name, (f"data={datasets_of(task)[0].name}",)) for task in TASKS.entries()] + [
+# registered task on its default data (the first registered data of the kind it accepts, with that data's quick
+# overrides: a few chorales rather than the whole corpus), then a few more code paths.
+NETWORK_CASES = [
+    (task.name, (f"data={data.name}", *data.meta.get("quick", ())))
+    for task, data in ((task, datasets_of(task)[0]) for task in TASKS.entries())
+] + [
     ("seq2seq", ("data=dates", "model=gru", "model.attention=additive", "task.teacher_forcing=0.5",
                  "model.hidden_size=16")),
     ("seq2seq", ("data=cmudict", "model.attention=dot", "model.num_layers=2", "model.bidirectional=true",
@@ -110,8 +114,10 @@ def test_the_network_of_every_task_passes(capsys, task, overrides):
         assert any(n.endswith("_reverse") for n in recurrent)
     if "model.attention=additive" in overrides:
         assert {"attention.query.weight", "attention.key.weight", "attention.v.weight"} <= set(names)
-    if task != "forecast" and task != "regress":  # token inputs: the embedding too
+    if task not in ("forecast", "regress", "polyphonic"):  # token inputs: the embedding too
         assert any("embedding" in n for n in names)
+    else:  # float features: no embedding
+        assert not any("embedding" in n for n in names)
 
 
 @pytest.mark.unit

@@ -278,3 +278,25 @@ def test_presets_are_the_300k_networks(raw_compose, roll_file, preset, cell, par
     )  # fmt: skip
     spec = NetSpec.from_model_config(cfg.model, 0, 88, input_features=88)
     assert sum(a.size for a in init_parameters(spec, 0).values()) == params
+
+
+@pytest.mark.cli
+def test_jsb_chorales_script_in_miniature(tmp_path, roll_file):
+    """scripts/jsb_chorales.py --smoke: one preset, one seed, both backends through the real sweep, then the report
+    with a row per run and the comparison of the backends."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "jsb_chorales.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script), "--smoke", "--data-path", str(roll_file), "--seeds", "4",
+                           "--cells", "lstm", "--work", str(tmp_path / "work")], capture_output=True, text=True,
+                          timeout=600, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    text = (tmp_path / "work" / "report" / "README.md").read_text()
+    assert "**A smoke run**" in text
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| jsb_lstm")]
+    runs = {r[1]: r for r in rows if r[2] == "4"}  # a row per run: preset, backend, seed, params, val, test, ...
+    means = {r[1]: r for r in rows if r[2] == "1"}  # over the seeds: preset, backend, seeds (1), mean, ...
+    assert sorted(runs) == sorted(means) == ["numpy", "torch"]
+    for backend in runs:
+        assert runs[backend][5] == means[backend][3]  # one seed: its test/nll is the mean
+        assert runs[backend][-1] == "completed"
+    assert "jsb_lstm, NumPy mean" in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import central_difference
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -235,13 +236,7 @@ def finite_difference_check(loss_fn, pairs, rng, eps=1e-5, samples=12, tol=1e-6)
         picks = rng.choice(flat.size, size=min(samples, flat.size), replace=False)
         numeric = []
         for k in picks:
-            old = flat[k]
-            flat[k] = old + eps
-            up = loss_fn()
-            flat[k] = old - eps
-            down = loss_fn()
-            flat[k] = old
-            numeric.append((up - down) / (2 * eps))
+            numeric.append(central_difference(flat, (int(k),), loss_fn, eps))
         numeric, analytic = np.array(numeric), grad.reshape(-1)[picks]
         denominator = np.linalg.norm(numeric) + np.linalg.norm(analytic)
         assert denominator > 0, name

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import central_difference
 
 from rnnlab.models.numpy.losses import bernoulli_nll
 from rnnlab.tasks.objectives import BernoulliNLL
-from tests.helpers import central_difference
 
 pytestmark = pytest.mark.unit
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import central_difference
 from torch import nn
 
 from rnnlab.cells.protocol import cell_class
@@ -170,13 +171,7 @@ def test_reference_backward_matches_finite_differences(cell, nonlinearity):
     for array, analytic, what in checks:
         numeric = np.zeros_like(array)
         for index in np.ndindex(array.shape):  # the arrays are perturbed in place, then restored
-            saved = array[index]
-            array[index] = saved + eps
-            up = loss()
-            array[index] = saved - eps
-            down = loss()
-            array[index] = saved
-            numeric[index] = (up - down) / (2 * eps)
+            numeric[index] = central_difference(array, index, loss, eps)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=what)
 
 

@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import central_difference
 from torch.nn import functional as F
 
 from rnnlab.config import validate
@@ -206,13 +207,7 @@ def test_numpy_seq2seq_matches_finite_differences():
                  "output.bias"):  # fmt: skip
         p = net.params[name]
         idx = np.unravel_index(int(np.argmax(np.abs(net.grads[name]))), p.shape)
-        saved = p[idx]
-        p[idx] = saved + eps
-        plus = loss_of()
-        p[idx] = saved - eps
-        minus = loss_of()
-        p[idx] = saved
-        numeric = (plus - minus) / (2 * eps)
+        numeric = central_difference(p, idx, loss_of, eps)
         assert abs(numeric - net.grads[name][idx]) <= 1e-6 * abs(numeric) + 1e-9, name
 
 

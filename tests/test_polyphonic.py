@@ -263,10 +263,14 @@ def test_bidirectional_is_refused(raw_compose, roll_file):
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize(("preset", "cell", "params"), [("jsb_lstm", "lstm", 301_144), ("jsb_gru", "gru", 299_816)])
-def test_presets_are_the_300k_networks(raw_compose, roll_file, preset, cell, params):
-    """experiment=jsb_lstm / jsb_gru compose, validate and build networks of about 300K parameters (Bai et al. 2018),
-    the counts their comments state."""
+@pytest.mark.parametrize(
+    ("preset", "cell", "params"),
+    [("jsb_lstm", "lstm", 301_144), ("jsb_gru", "gru", 299_816), ("jsb_rnn", "rnn", 299_083),
+     ("jsb_chung_lstm", "lstm", 21_508), ("jsb_chung_gru", "gru", 22_904), ("jsb_chung_rnn", "rnn", 27_888)],
+)  # fmt: skip
+def test_presets_are_the_published_networks(raw_compose, roll_file, preset, cell, params):
+    """The presets of the published tables compose, validate and build the networks their comments state: about
+    300K parameters (Bai et al. 2018: jsb_lstm, jsb_gru, jsb_rnn) and about 20K (Chung et al. 2014: jsb_chung_*)."""
     from rnnlab.config import validate
     from rnnlab.models.init import init_parameters
     from rnnlab.models.spec import NetSpec

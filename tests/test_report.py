@@ -253,3 +253,32 @@ def test_help_is_light() -> None:
     for key in ("out=", "html=", "title="):
         assert f"\n  {key} " in result.stdout
     assert "--out" not in result.stdout  # the one documented style is key=value
+
+
+def test_seeds_of_real_runs_are_aggregated_and_paired(tmp_path: Path, compose_factory: Any) -> None:
+    """Two seeds on each backend: the Over seeds section and seeds.csv give the mean of the runs' own test metrics,
+    the paired section their per-seed difference."""
+    from rnnlab.train import train
+
+    root = tmp_path / "seeds"
+    for backend in ("numpy", "torch"):
+        for seed in (3, 4):
+            train(compose_factory([*OVERRIDES, f"model.backend={backend}", f"seed={seed}"], root / f"{backend}_{seed}"))
+    tests = {p.parent.name: json.loads(p.read_text())["test_metrics"]["test/loss"] for p in root.glob("*/summary.json")}
+    runs, curves = collect_runs([root])
+    out = write_report(runs, curves, tmp_path / "report", command="rnnlab-report seeds")
+    text = (out / "README.md").read_text()
+    assert "## Over seeds" in text
+    assert "## NumPy vs PyTorch, paired by seed" in text
+    seeds = pd.read_csv(out / "seeds.csv").set_index("backend")
+    assert len(seeds) == 2
+    assert set(seeds["seeds"]) == {"3,4"}
+    for backend in ("numpy", "torch"):
+        values = [tests[f"{backend}_3"], tests[f"{backend}_4"]]
+        assert seeds.loc[backend, "test/loss mean"] == pytest.approx(sum(values) / 2, rel=1e-12)
+        assert seeds.loc[backend, "test/loss sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5, rel=1e-9)
+    paired = pd.read_csv(out / "seeds_paired.csv")
+    diffs = [tests[f"numpy_{s}"] - tests[f"torch_{s}"] for s in (3, 4)]
+    assert paired.loc[0, "pairs"] == 2
+    assert paired.loc[0, "test/loss diff"] == pytest.approx(sum(diffs) / 2, abs=1e-12)
+    assert abs(paired.loc[0, "test/loss diff"]) < 1e-8  # float64: the backends agree to rounding

@@ -14,7 +14,9 @@ _EXPORTS = {
     "ReportError": "collect",
     "collect_runs": "collect",
     "find_run_dirs": "collect",
+    "over_seeds": "seeds",
     "pair_runs": "compare",
+    "paired_backends": "seeds",
     "write_report": "render",
 }
 __all__ = sorted(_EXPORTS)

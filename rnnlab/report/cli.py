@@ -33,7 +33,8 @@ def help_text() -> str:
     lines = [
         USAGE,
         "",
-        "Report over rnnlab runs: per-run table, NumPy-vs-PyTorch pairs, incomplete or failed runs, figures.",
+        "Report over rnnlab runs: per-run table, NumPy-vs-PyTorch pairs, mean, sd and 95 % interval over seeds,",
+        "the backends paired by seed, incomplete or failed runs, figures.",
         "",
         "arguments:",
         "  DIR          run, sweep or outputs directories (any directory above runs)",

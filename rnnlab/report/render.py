@@ -19,6 +19,7 @@ from rnnlab.atomic import replace_dir
 from rnnlab.report import figures
 from rnnlab.report.collect import MARKER, ReportError
 from rnnlab.report.compare import pair_runs
+from rnnlab.report.seeds import over_seeds, paired_backends
 
 # Block kinds: ("h", level, text) ("p", text) ("list", [text]) ("table", headers, rows, code_columns) ("img", src, alt).
 # Text may hold `code` spans.
@@ -89,7 +90,67 @@ def _pairs_table(pairs: pd.DataFrame, runs: pd.DataFrame) -> Block:
     return ("table", headers, rows, set())
 
 
-def _blocks(runs: pd.DataFrame, pairs: pd.DataFrame, made: dict[str, Any], title: str, command: str) -> list[Block]:
+def _mean_sd_ci(row: pd.Series, metric: str) -> str:
+    mean, sd = row.get(f"{metric} mean"), row.get(f"{metric} sd")
+    low, high = row.get(f"{metric} ci_low"), row.get(f"{metric} ci_high")
+    if mean is None or pd.isna(mean):
+        return ""
+    if sd is None or pd.isna(sd):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {sd:.2g} [{low:.4g}, {high:.4g}]"
+
+
+def _setting_cells(row: pd.Series) -> list[str]:
+    variant = row.get("variant")
+    cell = str(row.get("cell")) + (f" ({variant})" if isinstance(variant, str) and variant != "standard" else "")
+    return [f"{row['setting_hash']}", cell, fmt(row.get("hidden_size")), str(row.get("optimizer")),
+            fmt(row.get("lr"), "lr"), fmt(row.get("num_params"), "num_params")]  # fmt: skip
+
+
+SETTING_HEADERS = ["config", "cell", "hidden", "optim", "lr", "params"]
+
+
+def _seeds_blocks(runs: pd.DataFrame, seeds: pd.DataFrame, paired: pd.DataFrame) -> list[Block]:
+    """The sections over seeds: shown when some configuration ran with two or more seeds on one backend."""
+    if not len(seeds) or int(seeds["n"].max()) < 2:
+        return []
+    metrics = [m for m in shown_metrics(runs) if m.startswith("test/") or m.endswith("_best")]
+    metrics = [m for m in metrics if f"{m} mean" in seeds.columns]
+    blocks: list[Block] = [
+        ("h", 2, "Over seeds"),
+        ("p", "Completed runs of one configuration (the resolved config without seed and backend; `config` is its "
+              "hash, `setting_hash` in `runs.csv`): mean ± standard deviation (n − 1) [95 % t interval of the "
+              "mean] over the seeds. All in `seeds.csv`."),
+        ("table", [*SETTING_HEADERS, "backend", "seeds", *[_label(m) for m in metrics]],
+         [[*_setting_cells(r), str(r["backend"]), str(r["seeds"]), *[_mean_sd_ci(r, m) for m in metrics]]
+          for _, r in seeds.iterrows()], {0}),
+    ]  # fmt: skip
+    if len(paired):
+        rows = []
+        for _, r in paired.iterrows():
+            cells = [*_setting_cells(r), str(r["seeds"])]
+            for m in metrics:
+                diff, low, high = r.get(f"{m} diff"), r.get(f"{m} diff ci_low"), r.get(f"{m} diff ci_high")
+                text = "" if diff is None or pd.isna(diff) else f"{diff:+.3g}"
+                if text and not pd.isna(low):
+                    text += f" [{low:+.3g}, {high:+.3g}]"
+                cells += [fmt(r.get(f"{m} numpy")), fmt(r.get(f"{m} torch")), text]
+            rows.append(cells)
+        headers = [*SETTING_HEADERS, "seeds"]
+        for m in metrics:
+            headers += [f"{_label(m)} numpy", f"{_label(m)} torch", f"Δ {_label(m)} [95 %]"]
+        blocks += [
+            ("h", 2, "NumPy vs PyTorch, paired by seed"),
+            ("p", "Each configuration run on both backends with the same seeds: the means over the common seeds and "
+                  "the mean of the per-seed differences NumPy minus PyTorch with its 95 % t interval (an interval "
+                  "that holds 0: no difference the seeds can resolve). All in `seeds_paired.csv`."),
+            ("table", headers, rows, {0}),
+        ]  # fmt: skip
+    return blocks
+
+
+def _blocks(runs: pd.DataFrame, pairs: pd.DataFrame, made: dict[str, Any], title: str, command: str,
+            seeds: pd.DataFrame | None = None, paired: pd.DataFrame | None = None) -> list[Block]:  # fmt: skip
     done = int((runs["status"] == "completed").sum())
     plural = "" if len(pairs) == 1 else "s"
     blocks: list[Block] = [
@@ -108,6 +169,8 @@ def _blocks(runs: pd.DataFrame, pairs: pd.DataFrame, made: dict[str, Any], title
         blocks.append(_pairs_table(pairs, runs))
     else:
         blocks.append(("p", "No pair of completed runs differs in `model.backend` only."))
+    if seeds is not None and paired is not None:
+        blocks += _seeds_blocks(runs, seeds, paired)
     blocks.append(("h", 2, "Incomplete or failed runs"))
     unfinished = runs[runs["status"] != "completed"]
     if len(unfinished):
@@ -221,9 +284,12 @@ def build(runs: pd.DataFrame, curves: pd.DataFrame, report_dir: Path, *, title: 
     """Write every file of the report into the (empty) ``report_dir``; returns the pairs table."""
     pairs = pair_runs(runs, curves)
     made = make_figures(runs, curves, report_dir, pictures_per_run)
-    runs.drop(columns=["config_key"]).to_csv(report_dir / "runs.csv", index_label="#")
+    seeds, paired = over_seeds(runs), paired_backends(runs)
+    runs.drop(columns=["config_key", "setting_key"]).to_csv(report_dir / "runs.csv", index_label="#")
     pairs.to_csv(report_dir / "pairs.csv", index=False)
-    blocks = _blocks(runs, pairs, made, title, command)
+    seeds.to_csv(report_dir / "seeds.csv", index=False)
+    paired.to_csv(report_dir / "seeds_paired.csv", index=False)
+    blocks = _blocks(runs, pairs, made, title, command, seeds, paired)
     (report_dir / "README.md").write_text(to_markdown(blocks))
     if html_too:
         (report_dir / "report.html").write_text(to_html(blocks))

@@ -157,8 +157,11 @@ def finished(run_dir: Path) -> dict[str, Any] | None:
 
 
 def selected(plan: Plan) -> dict[tuple[str, str], dict[str, Any]]:
-    """Each searched preset's chosen candidate: the lowest best val/nll among its finished search runs."""
+    """Each searched preset's chosen candidate: the lowest best val/nll among its finished search runs (none
+    without the standard split)."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
+    if plan.data_path is None:
+        return best
     for job in search_jobs(plan):
         summary = finished(plan.work / job.name)
         if summary is None or summary.get("status") != "completed":
@@ -174,10 +177,12 @@ def selected(plan: Plan) -> dict[tuple[str, str], dict[str, Any]]:
 
 def table_jobs(plan: Plan, split: str) -> list[Job]:
     """Every preset x backend x seed on ``split``; the searched presets with their chosen learning rate. The
-    search's own run at the chosen rate (NumPy, the first seed, standard split) is that configuration's run."""
+    search's own run at the chosen rate (NumPy, the first seed, standard split) is that configuration's run.
+    On the embedded split without a finished search (no standard split at hand) the presets keep their own
+    learning rates, the choices of the committed study."""
     chosen = selected(plan)
     missing = [PRESETS[k] for k in SEARCHED if k not in chosen and k[1] in plan.cells]
-    if missing:
+    if missing and split == "standard":
         raise SystemExit(f"published.py: stage search has not finished for {', '.join(missing)}: run --stages search")
     jobs = []
     for setting in ("chung", "bai"):
@@ -260,10 +265,36 @@ class Runner:
             print(f"[{self.done}/{total}] {job.name}: {how}{(time.perf_counter() - t0) / 60:.1f} min, {result}",
                   flush=True)  # fmt: skip
 
+    @staticmethod
+    def running_elsewhere(run_dir: Path) -> str | None:
+        """How the run in ``run_dir`` is still going (another published.py, a run by hand), or None: a directory
+        whose owner process is alive on this host, or that another host owns, is left alone."""
+        import socket
+
+        from rnnlab.runtime.rundir import describe_owner, read_owner
+
+        owner = read_owner(run_dir) if run_dir.is_dir() else {}
+        if not owner or owner.get("status", "running") != "running":
+            return None
+        pid = owner.get("pid")
+        if owner.get("host") == socket.gethostname() and isinstance(pid, int):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None  # killed or crashed: resume it
+            except PermissionError:
+                pass
+        return describe_owner(owner)
+
     def run(self, jobs: list[Job], stage: str) -> None:
         todo, seen = [], set()
         for job in jobs:
             if job.name in seen or finished(self.work / job.name) is not None:
+                continue
+            busy = self.running_elsewhere(self.work / job.name)
+            if busy:
+                print(f"{job.name}: left alone, it belongs to {busy}", flush=True)
+                seen.add(job.name)
                 continue
             seen.add(job.name)
             todo.append(job)

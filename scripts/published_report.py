@@ -129,16 +129,51 @@ def main_table(rows: list[dict[str, Any]], seeds: Any, paired: Any) -> tuple[lis
 
 
 def ordering(seeds: Any) -> list[str]:
+    """The published ordering of the cells against ours (torch means); every pair in the other order is held
+    against the published gap and our seeds' spread."""
     out = []
     for setting in ("chung", "bai"):
         paper = sorted(P.CELLS, key=lambda c: P.PUBLISHED[(setting, c)])
-        ours = [(stat(seeds, (setting, c), "torch").get("mean"), c) for c in P.CELLS]
-        if any(m is None for m, _ in ours):
+        ours = {c: stat(seeds, (setting, c), "torch") for c in P.CELLS}
+        if any(not v for v in ours.values()):
             continue
-        mine = [c for _, c in sorted(ours)]
+        mine = sorted(P.CELLS, key=lambda c: ours[c]["mean"])
         same = "the same" if mine == paper else "a different"
         out.append(f"{P.SETTING_NAMES[setting]}: published {' < '.join(paper)}; rnnlab (torch means) "
                    f"{' < '.join(mine)}: {same} ordering.")  # fmt: skip
+        for i, a in enumerate(paper):
+            for b in paper[i + 1 :]:
+                if ours[a]["mean"] <= ours[b]["mean"]:
+                    continue
+                gap = P.PUBLISHED[(setting, b)] - P.PUBLISHED[(setting, a)]
+                ours_gap = ours[a]["mean"] - ours[b]["mean"]
+                spread = max(ours[a]["sd"], ours[b]["sd"])
+                out.append(f"  {a} and {b} swap places: the paper has {a} ahead by {gap:.2f} nats, rnnlab has {b} "
+                           f"ahead by {ours_gap:.3f} (seeds' sd up to {spread:.3f}; 95 % intervals on torch: {a} "
+                           f"{ours[a]['low']:.2f}-{ours[a]['high']:.2f}, {b} "
+                           f"{ours[b]['low']:.2f}-{ours[b]['high']:.2f}).")  # fmt: skip
+    return out
+
+
+def observations(plan: P.Plan, rows: list[dict[str, Any]]) -> list[str]:
+    """What the runs themselves say about the protocol: a search whose best candidate is at the edge of its
+    candidates, a preset whose val/nll was still falling at its last epoch."""
+    out = []
+    chosen = P.selected(plan)
+    for key, pick in chosen.items():
+        candidates = P.lr_candidates(*key, plan.candidates[key[0]])
+        if pick["lr"] in (candidates[0], candidates[-1]):
+            edge = "smallest" if pick["lr"] == candidates[0] else "largest"
+            out.append(f"`{P.PRESETS[key]}`: the search chose its {edge} candidate ({pick['lr']:g}); a wider range "
+                       "might find a better rate.")  # fmt: skip
+    for setting in ("chung", "bai"):
+        for cell in P.CELLS:
+            runs = [r for r in rows if (r["setting"], r["cell"]) == (setting, cell) and r["status"] == "completed"
+                    and r["best_epoch"]]  # fmt: skip
+            late = [r for r in runs if r["best_epoch"] >= r["epochs"] - 1]
+            if runs and len(late) * 2 > len(runs):
+                out.append(f"`{P.PRESETS[(setting, cell)]}`: {len(late)} of {len(runs)} runs had their best val/nll "
+                           "in the last two epochs: still improving, more epochs would likely lower it.")  # fmt: skip
     return out
 
 
@@ -159,6 +194,12 @@ def paired_table(paired: Any) -> list[str]:
     return table(["preset", "seeds", "NumPy mean", "torch mean", "mean of NumPy - torch", "95 % interval"], body)
 
 
+def preset_lr(preset: str) -> float:
+    import yaml
+
+    return float(yaml.safe_load((P.ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text())["optimizer"]["lr"])
+
+
 def search_section(plan: P.Plan) -> list[str]:
     chosen = P.selected(plan)
     lines = []
@@ -170,8 +211,11 @@ def search_section(plan: P.Plan) -> list[str]:
             mark = "**" if chosen.get((setting, cell), {}).get("lr") == job.info["lr"] else ""
             val = "-" if r is None else ("diverged" if r["status"] != "completed" else f3(r["val"]))
             cells.append(f"{mark}{job.info['lr']:g}: {val}{mark}")
+        preset = preset_lr(P.PRESETS[(setting, cell)])
+        pick = chosen.get((setting, cell), {}).get("lr")
+        note = "" if pick is None else f"; the preset's lr {preset:g} {'is' if preset == pick else 'is NOT'} the choice"
         lines.append(f"- `{P.PRESETS[(setting, cell)]}` ({optimizer}, lr = 10^U({low}, {high}), "
-                     f"{len(jobs)} candidates): {'; '.join(cells)}")  # fmt: skip
+                     f"{len(jobs)} candidates): {'; '.join(cells)}{note}")  # fmt: skip
     return [*lines, ""]
 
 
@@ -462,6 +506,21 @@ def write_report(plan: P.Plan, out: Path, args: Any, elapsed: float) -> None:
               "- **Seeds**: 3 per configuration and backend (the NumPy run of seed 1 of a searched preset is its "
               "search run). Mean ± sample standard deviation [95 % t interval of the mean], computed by "
               "`rnnlab-report`'s aggregation (`rnnlab/report/seeds.py`).", ""]  # fmt: skip
+    lines += [
+        "One run of the tables by hand (each preset holds its chosen learning rate; `model.backend=numpy` for "
+        "the other backend, `seed=` for another seed), and the first trial of the variant study:",
+        "",
+        "```bash",
+    ]
+    data = rel(plan.data_path, out) if plan.data_path else "jsb-chorales-quarter.json"
+    lines += [
+        f"rnnlab-train experiment={P.PRESETS[k]} data.path={data} seed=1 threads=1"
+        for k in [(s, c) for s in ("chung", "bai") for c in P.CELLS]
+    ]
+    lr, hidden = P.variant_trials(1)[0]
+    lines += [f"rnnlab-train experiment=jsb_lstm model.variant=cifg model.hidden_size={hidden} optimizer.lr={lr} "
+              f"trainer.max_epochs={P.VARIANT_EPOCHS} model.backend=numpy data.path={data} seed=1 threads=1",
+              "```", ""]  # fmt: skip
     lines += ["## The learning-rate search (val/nll of every candidate; the chosen one in bold)", ""]
     lines += search_section(plan)
     rows, seeds, paired = standard
@@ -473,7 +532,11 @@ def write_report(plan: P.Plan, out: Path, args: Any, elapsed: float) -> None:
         if fig:
             lines += [f"![published and rnnlab test NLL]({rel_to(fig, tmp)})", ""]
         lines += ["### Against the issue's numbers", ""] + [f"- {c}" for c in checks] + [""]
-        lines += ["### The ordering of the cells", ""] + [f"- {o}" for o in ordering(seeds)] + [""]
+        lines += ["### The ordering of the cells", ""]
+        lines += [f"- {o.strip()}" if not o.startswith("  ") else f"  - {o.strip()}" for o in ordering(seeds)] + [""]
+        notes = observations(plan, rows)
+        if notes:
+            lines += ["### What the runs say about the protocol", ""] + [f"- {n}" for n in notes] + [""]
         lines += ["### NumPy against PyTorch, paired by seed", "", *paired_table(paired)]
         curves = curves_figure(rows, fig_dir)
         if curves:

@@ -120,3 +120,27 @@ def test_the_standard_split_is_asked_for_in_one_line(tmp_path: Path):
     assert done.stderr.strip().count("\n") == 0
     assert "no.json" in done.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.unit
+def test_a_run_still_going_is_left_alone(tmp_path: Path):
+    """A directory whose owner process is alive on this host is neither renamed nor resumed; one whose process is
+    gone is resumed."""
+    import socket
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import published
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    run_dir = tmp_path / "standard" / "chung_lstm" / "torch" / "seed1"
+    run_dir.mkdir(parents=True)
+    owner = {"kind": "run", "pid": os.getpid(), "host": socket.gethostname(), "status": "running"}
+    (run_dir / ".rnnlab-owner.json").write_text(json.dumps(owner))
+    runner = published.Runner(tmp_path, 1)
+    assert "still running" in runner.running_elsewhere(run_dir)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run_dir / ".rnnlab-owner.json").write_text(json.dumps({**owner, "pid": int(gone.stdout)}))
+    assert runner.running_elsewhere(run_dir) is None
+    (run_dir / ".rnnlab-owner.json").write_text(json.dumps({**owner, "status": "interrupted"}))
+    assert runner.running_elsewhere(run_dir) is None

@@ -317,6 +317,8 @@ class Runner:
 
 # ---------------------------------------------------------------------------------------------- results
 def load_run(run_dir: Path) -> dict[str, Any] | None:
+    from jsb_chorales import epochs_of_best  # the epoch of the best val/nll (scripts/jsb_chorales.py)
+
     summary = finished(run_dir)
     if summary is None:
         return None
@@ -325,23 +327,9 @@ def load_run(run_dir: Path) -> dict[str, Any] | None:
         "status": summary["status"], "val": summary.get("optimized_value"), "test": tests.get("test/nll"),
         "frame_acc": tests.get("test/frame_acc"), "wall_min": (summary.get("wall_s") or math.nan) / 60,
         "step_ms": summary.get("step_ms_median"), "params": summary.get("num_params"),
-        "epochs": summary.get("epochs"), "best_epoch": epoch_of_best(run_dir), "dir": run_dir,
+        "epochs": summary.get("epochs"), "best_epoch": epochs_of_best(run_dir), "dir": run_dir,
         "error": summary.get("error"),
     }  # fmt: skip
-
-
-def epoch_of_best(run_dir: Path) -> int | None:
-    """The epoch (1-based) of the best val/nll, from the run's CSV log."""
-    import pandas as pd
-
-    csv = run_dir / "csv" / "metrics.csv"
-    if not csv.is_file():
-        return None
-    frame = pd.read_csv(csv)
-    if "val/nll" not in frame:
-        return None
-    val = frame[["epoch", "val/nll"]].dropna()
-    return int(val.loc[val["val/nll"].idxmin(), "epoch"]) + 1 if len(val) else None
 
 
 def collect(plan: Plan, jobs: list[Job]) -> list[dict[str, Any]]:

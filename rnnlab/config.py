@@ -81,6 +81,7 @@ class ModelConfig:
     output_dropout: float = 0.0  # one mask per sequence on each layer's output
     zoneout: float = 0.0  # probability that a unit of h keeps its previous value at a step (Krueger et al. 2017)
     zoneout_c: float | None = None  # the same for the LSTM's cell state c; null: model.zoneout
+    weight_noise: float = 0.0  # std of Gaussian noise on every parameter for each training step (Graves 2011)
 
 
 # ----------------------------------------------------------------------------------------- optimizer
@@ -479,6 +480,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("input_dropout", "recurrent_dropout", "output_dropout", "zoneout", "zoneout_c"):
         if cfg.model.get(key) is not None:
             _fraction(cfg, f"model.{key}")
+    noise = cfg.model.get("weight_noise", 0.0)
+    if not (isinstance(noise, float | int) and math.isfinite(noise) and noise >= 0):
+        raise ConfigError(f"model.weight_noise must be a finite number >= 0, got {noise}")
     lr = cfg.optimizer.lr
     if not (isinstance(lr, float | int) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"optimizer.lr must be a finite number > 0, got {lr}")

@@ -19,6 +19,8 @@ checkpoint, so a long study can be run in parts; stop it with Ctrl-C at any time
   log-uniform candidates (seed 1, NumPy backend; Chung et al. drew 10 log-uniform candidates too);
 * ``tables``: every preset of both settings with its chosen learning rate, seeds 1-3, both backends, on the
   standard split (``--data-path``); the Bai LSTM and GRU presets (``jsb_lstm``, ``jsb_gru``) keep their values;
+* ``noise``: the Chung presets again with their weight noise (``model.weight_noise=0.075``), seeds and backends as
+  in the tables: the effect of the one part of their protocol the tables leave out;
 * ``embedded``: the same configurations on the split rnnlab embeds (music21's chorales, no data.path);
 * ``variants``: the nine LSTM variants, each with the same seeded random trials of learning rate and hidden
   size (log-uniform, as Greff et al. drew them), NumPy backend, on the standard split;
@@ -47,7 +49,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDARD = ROOT.parent / "shared" / "data" / "jsb_chorales" / "jsb-chorales-quarter.json"
-STAGES = ("search", "tables", "embedded", "variants", "report")
+STAGES = ("search", "tables", "noise", "embedded", "variants", "report")
+WEIGHT_NOISE = 0.075  # Chung et al. 2014: weight noise of this standard deviation (model.weight_noise)
 CELLS = ("rnn", "gru", "lstm")
 PRESETS = {("chung", c): f"jsb_chung_{c}" for c in CELLS} | {("bai", c): f"jsb_{c}" for c in CELLS}
 PUBLISHED = {("chung", "rnn"): 9.10, ("chung", "gru"): 8.54, ("chung", "lstm"): 8.67,
@@ -173,6 +176,19 @@ def selected(plan: Plan) -> dict[tuple[str, str], dict[str, Any]]:
         if key not in best or val < best[key]["val"]:
             best[key] = {"val": val, "lr": job.info["lr"], "job": job}
     return best
+
+
+def noise_jobs(plan: Plan) -> list[Job]:
+    """The Chung presets again with their weight noise (``model.weight_noise``), the rest of their protocol
+    unchanged: the effect of the one part the tables leave out."""
+    jobs = []
+    for job in table_jobs(plan, "standard"):
+        if job.info["setting"] != "chung":
+            continue
+        info = {**job.info, "stage": "noise", "weight_noise": WEIGHT_NOISE}
+        name = f"noise/chung_{info['cell']}/{info['backend']}/seed{info['seed']}"
+        jobs.append(Job(name, [*job.overrides, f"model.weight_noise={WEIGHT_NOISE}"], info))
+    return jobs
 
 
 def table_jobs(plan: Plan, split: str) -> list[Job]:
@@ -382,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work or ROOT / default_work).resolve()
     out = (args.out or (work / "report" if args.quick else ROOT / "experiments" / "published")).resolve()
     data_path = args.data_path.resolve() if args.data_path and args.data_path.is_file() else None
-    needs_standard = [s for s in stages if s in ("search", "tables", "variants")]
+    needs_standard = [s for s in stages if s in ("search", "tables", "noise", "variants")]
     if needs_standard and data_path is None:
         print(f"published.py: stage {needs_standard[0]} needs the standard split, and {args.data_path} is not a file "
               "(--data-path)", file=sys.stderr)  # fmt: skip
@@ -407,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
                 runner.run(search_jobs(plan), stage)
             elif stage == "tables":
                 runner.run(table_jobs(plan, "standard"), stage)
+            elif stage == "noise":
+                runner.run(noise_jobs(plan), stage)
             elif stage == "embedded":
                 runner.run(table_jobs(plan, "embedded"), stage)
             elif stage == "variants":

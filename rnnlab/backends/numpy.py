@@ -205,7 +205,20 @@ class NumpyBackend(Backend):
         optimizer = task.optimizers()
         if batch_idx % k == 0:
             optimizer.zero_grad()
-        loss, logits, final = self.loss_and_backward(task, batch, scale=1.0 / k, state=state)
+        std = self.weight_noise(task)  # rnnlab.models.weight_noise: the forward and backward on noisy weights
+        clean = None
+        if std > 0:
+            from rnnlab.models.weight_noise import add_numpy
+
+            seed, step, rank = int(task.hparams.seed), int(task.global_step), int(task.global_rank)
+            clean = add_numpy(task.net.params, std, seed, step, rank)
+        try:
+            loss, logits, final = self.loss_and_backward(task, batch, scale=1.0 / k, state=state)
+        finally:
+            if clean is not None:
+                from rnnlab.models.weight_noise import restore_numpy
+
+                restore_numpy(task.net.params, clean)
         trainer = task._trainer
         guard = divergence_guard(trainer)  # NaN/Inf check of the loss and the unclipped gradient norm
         if guard is not None and guard.check_loss:

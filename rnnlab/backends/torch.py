@@ -91,9 +91,32 @@ class TorchBackend(Backend):
         return self._logits(task, inputs, state)
 
     def training_step(self, task: Any, batch: Any, batch_idx: int, state: Any = None) -> tuple[Any, Any, Any]:
-        """Forward and the objective's torch loss; Lightning does the rest (backward, clipping, optimizer)."""
-        logits, final = self._logits(task, task.net_inputs(batch), state)
-        return task.objective.torch(logits, task.batch_targets(batch)), logits, final
+        """Forward and the objective's torch loss; Lightning does the rest (backward, clipping, optimizer). With
+        ``model.weight_noise`` the forward runs on noisy weights, which ``on_after_backward`` makes clean again."""
+        std = self.weight_noise(task)
+        if std > 0 and getattr(task, "_clean_weights", None) is None:
+            from rnnlab.models.weight_noise import add_torch
+
+            seed, step, rank = int(task.hparams.seed), int(task.global_step), int(task.global_rank)
+            task._clean_weights = add_torch(task.net, std, seed, step, rank)
+        try:
+            logits, final = self._logits(task, task.net_inputs(batch), state)
+            return task.objective.torch(logits, task.batch_targets(batch)), logits, final
+        except BaseException:
+            self.on_after_backward(task)  # no backward will follow: the clean weights now
+            raise
+
+    def on_after_backward(self, task: Any) -> None:
+        """The clean weights back (weight noise), before clipping and the optimizer step."""
+        clean = getattr(task, "_clean_weights", None)
+        if clean is not None:
+            from rnnlab.models.weight_noise import restore_torch
+
+            restore_torch(task.net, clean)
+            task._clean_weights = None
+
+    def on_train_batch_end(self, task: Any) -> None:
+        self.on_after_backward(task)  # a step whose backward did not run keeps no noise either
 
     def configure_optimizers(self, task: Any) -> torch.optim.Optimizer:
         return build_optimizer(task.parameters(), task.hparams.optimizer)

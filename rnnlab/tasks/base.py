@@ -58,6 +58,7 @@ class RecurrentTask(L.LightningModule):
         dtype: str = "float32",
         clip: dict[str, Any] | None = None,
         accumulate_grad_batches: int = 1,
+        weight_noise: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the run logs a flat, readable copy itself
@@ -112,6 +113,12 @@ class RecurrentTask(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.backend.on_train_batch_start(self)
+
+    def on_after_backward(self) -> None:
+        self.backend.on_after_backward(self)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.backend.on_train_batch_end(self)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.backend.configure_optimizers(self)

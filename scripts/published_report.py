@@ -326,8 +326,9 @@ def greff_verdicts(done: dict[str, dict[int, float]]) -> list[str]:
     for variant in others:
         med, wins, n, p = paired(done, variant, "peephole")
         verdict = ("worse" if med > 0 else "better") if p < 0.05 else "no resolved difference"
-        out.append(f"- `{variant}` ({P.PAPER_NAMES[variant]}): here {verdict} than V (median {med:+.3f} nats, "
-                   f"better in {wins} of {n} trials, p = {p:.2g}).")  # fmt: skip
+        against = verdict if verdict == "no resolved difference" else f"{verdict} than V"
+        out.append(f"- `{variant}` ({P.PAPER_NAMES[variant]}; not among the findings held against ours): here "
+                   f"{against} (median {med:+.3f} nats, better in {wins} of {n} trials, p = {p:.2g}).")  # fmt: skip
     return [*out, ""]
 
 

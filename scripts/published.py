@@ -244,6 +244,8 @@ class Runner:
         self.work, self.parallel = work, parallel
         self.lock = threading.Lock()
         self.done = 0
+        self.children: set[subprocess.Popen] = set()  # the runs going now: told to stop when the script is
+        self.stopping = False
 
     def command(self, job: Job) -> tuple[list[str], Path | None]:
         run_dir = self.work / job.name
@@ -262,6 +264,8 @@ class Runner:
         return cmd, resume
 
     def run_one(self, job: Job, total: int) -> None:
+        if self.stopping:
+            return
         run_dir = self.work / job.name
         cmd, resume = self.command(job)
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -270,8 +274,15 @@ class Runner:
         with log.open("a") as fh:
             fh.write(f"$ {shlex.join(cmd[1:])}\n")
             fh.flush()
-            code = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=fh,
-                                  stderr=subprocess.STDOUT).returncode  # fmt: skip
+            with self.lock:
+                if self.stopping:
+                    return
+                child = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=fh,
+                                         stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                self.children.add(child)
+            code = child.wait()
+            with self.lock:
+                self.children.discard(child)
         summary = finished(run_dir) or {}
         val = summary.get("optimized_value")
         with self.lock:
@@ -280,6 +291,18 @@ class Runner:
             result = f"best val/nll {val:.3f}" if isinstance(val, float) else f"exit {code}, no finished summary"
             print(f"[{self.done}/{total}] {job.name}: {how}{(time.perf_counter() - t0) / 60:.1f} min, {result}",
                   flush=True)  # fmt: skip
+
+    def stop(self) -> None:
+        """SIGINT to every run going now: rnnlab-train saves last.ckpt, writes an "interrupted" summary.json and
+        exits; the next call of the script resumes them."""
+        import signal
+
+        with self.lock:
+            self.stopping = True
+            children = list(self.children)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
 
     @staticmethod
     def running_elsewhere(run_dir: Path) -> str | None:
@@ -320,9 +343,16 @@ class Runner:
             return
         self.done = 0
         t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        with ThreadPoolExecutor(self.parallel) as pool:
-            for future in [pool.submit(self.run_one, job, len(todo)) for job in todo]:
+        pool = ThreadPoolExecutor(self.parallel)
+        futures = [pool.submit(self.run_one, job, len(todo)) for job in todo]
+        try:
+            for future in futures:
                 future.result()
+        except BaseException:  # Ctrl-C or SIGTERM: start nothing new, stop the runs going (each checkpoints)
+            self.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
         minutes = (time.perf_counter() - t0) / 60
         print(f"stage {stage}: {minutes:.1f} min", flush=True)
         record = {"stage": stage, "started": started, "minutes": round(minutes, 2), "runs": len(todo),
@@ -417,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     plan.max_chorales = args.max_chorales or plan.max_chorales
     runner = Runner(work, args.jobs)
     t0 = time.perf_counter()
+    import signal
+
+    def terminate(signum: int, frame: Any) -> None:  # SIGTERM (kill, a scheduler) as Ctrl-C: stop and keep
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         for stage in stages:
             if stage == "search":

@@ -152,3 +152,39 @@ def test_a_run_still_going_is_left_alone(tmp_path: Path):
     assert runner.running_elsewhere(run_dir) is None
     (run_dir / ".rnnlab-owner.json").write_text(json.dumps({**owner, "status": "interrupted"}))
     assert runner.running_elsewhere(run_dir) is None
+
+
+def test_ctrl_c_stops_every_run_and_the_next_call_resumes(tmp_path: Path):
+    """SIGINT to the script (Ctrl-C): no new run starts, the runs going are stopped with their checkpoint kept and
+    the script exits 130 with one line; the same command again resumes the stopped runs and finishes."""
+    import signal
+    import time
+
+    rng = np.random.default_rng(4)
+    data = tmp_path / "tiny.json"
+    data.write_text(json.dumps({"train": pieces(rng, 16), "valid": pieces(rng, 5), "test": pieces(rng, 5)}))
+    work = tmp_path / "work"
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--cells", "lstm", "--stages", "search", "--jobs", "1", *TINY,
+           "--extra", "trainer.max_epochs=400", "--data-path", str(data), "--work", str(work)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not list(work.glob("search/*/*/checkpoints/last.ckpt")):
+        assert script.poll() is None, "the script ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint before the deadline"
+        time.sleep(0.2)
+    script.send_signal(signal.SIGINT)
+    out, err = script.communicate(timeout=120)
+    assert script.returncode == 130, out + err
+    assert err.strip().splitlines()[-1].startswith("published.py: interrupted")
+    runs = [p for p in (work / "search" / "chung_lstm").iterdir() if p.is_dir()]
+    assert len(runs) == 1  # the second candidate never started
+    assert summary(runs[0])["status"] == "interrupted"
+    assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
+    shorter = [*cmd, "--extra", "trainer.max_epochs=3"]  # a resumed run may change its epoch budget
+    again = subprocess.run(shorter, capture_output=True, text=True, timeout=900, env=env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resumed from" in again.stdout
+    done = [p for p in (work / "search" / "chung_lstm").iterdir() if p.is_dir() and ".partial-" not in p.name]
+    assert len(done) == 2
+    assert all(summary(p)["status"] == "completed" for p in done)

@@ -515,8 +515,8 @@ def write_report(plan: P.Plan, out: Path, args: Any, elapsed: float) -> None:
         "",
     ]
     if args.quick:
-        lines += ["**A --quick miniature** (3 epochs of 5 batches, 2 seeds, 2 candidates, 2 trials): it exercises "
-                  "every stage, its numbers mean nothing.", ""]  # fmt: skip
+        lines += ["**A --quick miniature** (3 epochs of 5 batches, 2 seeds, 1 in the noise and embedded stages, 2 "
+                  "candidates, 2 trials): it exercises every stage, its numbers mean nothing.", ""]  # fmt: skip
     lines += stage_times(plan.work)
     lines += ["## The protocol", "",
               "Every run: one layer, 8 chorales per batch, one thread, the test split scored once with the checkpoint "

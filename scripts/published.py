@@ -37,7 +37,6 @@ import json
 import math
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import threading
@@ -309,22 +308,10 @@ class Runner:
     def running_elsewhere(run_dir: Path) -> str | None:
         """How the run in ``run_dir`` is still going (another published.py, a run by hand), or None: a directory
         whose owner process is alive on this host, or that another host owns, is left alone."""
-        import socket
-
-        from rnnlab.runtime.rundir import describe_owner, read_owner
+        from rnnlab.runtime.rundir import describe_owner, read_owner, still_running
 
         owner = read_owner(run_dir) if run_dir.is_dir() else {}
-        if not owner or owner.get("status", "running") != "running":
-            return None
-        pid = owner.get("pid")
-        if owner.get("host") == socket.gethostname() and isinstance(pid, int):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return None  # killed or crashed: resume it
-            except PermissionError:
-                pass
-        return describe_owner(owner)
+        return describe_owner(owner) if still_running(owner) else None  # killed or crashed: resume it
 
     def run(self, jobs: list[Job], stage: str) -> None:
         todo, seen = [], set()
@@ -386,21 +373,6 @@ def collect(plan: Plan, jobs: list[Job]) -> list[dict[str, Any]]:
         if row is not None:
             rows.append({**job.info, **row, "name": job.name})
     return rows
-
-
-def t_quantile(n: int) -> float:
-    """The 0.975 quantile of Student's t with n - 1 degrees of freedom (the 95 % interval of a mean of n)."""
-    from scipy import stats
-
-    return float(stats.t.ppf(0.975, n - 1)) if n > 1 else math.nan
-
-
-def mean_sd_ci(values: list[float]) -> tuple[float, float, float]:
-    """Mean, sample standard deviation and the half-width of the 95 % t interval of the mean."""
-    n = len(values)
-    mean = statistics.fmean(values) if n else math.nan
-    sd = statistics.stdev(values) if n > 1 else math.nan
-    return mean, sd, t_quantile(n) * sd / math.sqrt(n) if n > 1 else math.nan
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -123,6 +123,15 @@ def read_owner(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def still_running(owner: dict[str, Any]) -> bool:
+    """Whether the run of an owner record is going on: its status says running, and its process is alive (on
+    another host, where that cannot be checked, it is taken to be)."""
+    if not owner or str(owner.get("status", "running")) != "running":
+        return False
+    pid = owner.get("pid")
+    return not (owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid))
+
+
 def describe_owner(owner: dict[str, Any]) -> str:
     """'a run (pid 123 on host, started ..., completed)' for a refusal line."""
     if not owner:

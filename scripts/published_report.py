@@ -29,12 +29,14 @@ def f3(value: Any) -> str:
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return [*out, ""]
+    """A Markdown table as rnnlab-report writes one (rnnlab.report.render), as lines."""
+    from rnnlab.report.render import to_markdown
+
+    text = to_markdown([("table", headers, [[str(c) for c in row] for row in rows], set())])
+    return [*text.rstrip("\n").split("\n"), ""]
 
 
-def rel(path: Path, out: Path) -> str:
+def rel(path: Path) -> str:
     """``path`` relative to the repository (``../shared/...`` for the data beside it)."""
     import os
 
@@ -240,10 +242,6 @@ def search_section(plan: P.Plan) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- variants
-def variant_rows(plan: P.Plan) -> list[dict[str, Any]]:
-    return P.collect(plan, P.variant_jobs(plan))
-
-
 def variant_section(plan: P.Plan, rows: list[dict[str, Any]], fig_dir: Path, out: Path) -> list[str]:
     if not rows:
         return ["The variant study has not run yet (`--stages variants`).", ""]
@@ -507,7 +505,7 @@ def write_report(plan: P.Plan, out: Path, args: Any, elapsed: float) -> None:
         f"bash scripts/reproduce_published.sh{quick} --stages report      # this file from the finished runs",
         "```",
         "",
-        f"Standard split: `--data-path {rel(plan.data_path, out) if plan.data_path else '-'}` (train 229, valid 76, "
+        f"Standard split: `--data-path {rel(plan.data_path) if plan.data_path else '-'}` (train 229, valid 76, "
         "test 77 chorales). Embedded split: music21's Bach chorales, rnnlab's seeded split (`data=jsb_chorales` "
         "without `data.path`).",
         "",
@@ -544,7 +542,7 @@ def write_report(plan: P.Plan, out: Path, args: Any, elapsed: float) -> None:
         "",
         "```bash",
     ]
-    data = rel(plan.data_path, out) if plan.data_path else "jsb-chorales-quarter.json"
+    data = rel(plan.data_path) if plan.data_path else "jsb-chorales-quarter.json"
     lines += [
         f"rnnlab-train experiment={P.PRESETS[k]} data.path={data} seed=1 threads=1"
         for k in [(s, c) for s in ("chung", "bai") for c in P.CELLS]
@@ -592,7 +590,7 @@ def write_report(plan: P.Plan, out: Path, args: Any, elapsed: float) -> None:
               "checkpoint scored on test, NumPy backend (its variants run faster than torch's reference cells; "
               "both are held equal by the parity tests), standard split. Greff et al. drew 200 trials per "
               "variant with SGD and momentum; this is their design at a twentieth of the budget.", ""]  # fmt: skip
-    vrows = variant_rows(plan)
+    vrows = P.collect(plan, P.variant_jobs(plan))
     lines += variant_section(plan, vrows, fig_dir, tmp)
     lines += ["## Every run, standard split", "", *every_run(rows)]
     if rows_e:

@@ -278,7 +278,6 @@ def run_row(run_dir: Path, run_id: str, curves: pd.DataFrame) -> dict[str, Any]:
     row["config_key"] = key
     row["config_hash"] = hashlib.sha1(key.encode()).hexdigest()[:10]
     setting = config_key(cfg, None)  # the configuration without its seed: what the seeds of one setting share
-    row["setting_key"] = setting
     row["setting_hash"] = hashlib.sha1(setting.encode()).hexdigest()[:10]
     row["path"] = str(run_dir)
     return row
@@ -308,7 +307,7 @@ def collect_runs(paths: list[str | os.PathLike[str]]) -> Collected:
     runs = pd.DataFrame(rows)
     # Lead columns in a fixed order, then the metrics in sorted order, bookkeeping last.
     tail = ["step_ms", "samples_per_s", "peak_rss_mb", "peak_rss_delta_mb", "wall_s", "last_step", "last_epoch",
-            "error", "monitor", "config_hash", "setting_hash", "config_key", "setting_key", "path"]  # fmt: skip
+            "error", "monitor", "config_hash", "setting_hash", "config_key", "path"]  # fmt: skip
     head = [c for c in runs.columns if c not in tail and "/" not in c]
     metrics = sorted(c for c in runs.columns if "/" in c)
     runs = runs[head + metrics + tail]

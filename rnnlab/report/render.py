@@ -285,7 +285,7 @@ def build(runs: pd.DataFrame, curves: pd.DataFrame, report_dir: Path, *, title: 
     pairs = pair_runs(runs, curves)
     made = make_figures(runs, curves, report_dir, pictures_per_run)
     seeds, paired = over_seeds(runs), paired_backends(runs)
-    runs.drop(columns=["config_key", "setting_key"]).to_csv(report_dir / "runs.csv", index_label="#")
+    runs.drop(columns=["config_key"]).to_csv(report_dir / "runs.csv", index_label="#")
     pairs.to_csv(report_dir / "pairs.csv", index=False)
     seeds.to_csv(report_dir / "seeds.csv", index=False)
     paired.to_csv(report_dir / "seeds_paired.csv", index=False)

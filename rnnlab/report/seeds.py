@@ -1,7 +1,7 @@
 """Several seeds of one configuration: the mean, standard deviation and 95 % interval of each metric per
 configuration and backend, and the two backends compared seed by seed.
 
-A configuration is the resolved config without its seed and backend (``setting_key``, from
+A configuration is the resolved config without its seed and backend (its hash is ``setting_hash``, from
 :func:`rnnlab.report.collect.config_key`). Only completed runs count. The interval is Student's t interval of the
 mean, mean ± t(0.975, n - 1) · sd / √n, with the sample standard deviation (n - 1 in the denominator); the paired
 comparison applies the same interval to the per-seed differences NumPy minus PyTorch, so that the seed's share of

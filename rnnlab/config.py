@@ -480,9 +480,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("input_dropout", "recurrent_dropout", "output_dropout", "zoneout", "zoneout_c"):
         if cfg.model.get(key) is not None:
             _fraction(cfg, f"model.{key}")
-    noise = cfg.model.get("weight_noise", 0.0)
-    if not (isinstance(noise, float | int) and math.isfinite(noise) and noise >= 0):
-        raise ConfigError(f"model.weight_noise must be a finite number >= 0, got {noise}")
+    _positive(cfg, "model.weight_noise", allow_zero=True)
     lr = cfg.optimizer.lr
     if not (isinstance(lr, float | int) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"optimizer.lr must be a finite number > 0, got {lr}")

@@ -22,7 +22,7 @@ metric code):
 * running: ``array(tensor)`` and ``tensor(array)`` (batch tensors in the backend's own arrays and back),
   ``predict(task, inputs, state)`` -> (logits as a torch tensor, final state), ``training_step(task, batch,
   batch_idx, state)`` -> (loss tensor, logits tensor, final state), ``configure_optimizers(task)``,
-  ``on_train_batch_start(task)``, ``on_after_backward(task)``, ``on_train_batch_end(task)``;
+  ``on_train_batch_start(task)``, ``on_after_backward(task)``;
 * checkpoints and carried state: ``on_save_checkpoint`` / ``on_load_checkpoint``, ``state_in(task, state)``,
   ``carried(state)``, ``state_to_checkpoint(state)``, ``state_from_checkpoint(state)``;
 * generation: ``prompt(net, ids)`` -> (logits float64 [V], state) and ``step(net, token, state)``;
@@ -68,9 +68,6 @@ class Backend:
     # Hooks the task forwards from Lightning; nothing by default.
     def on_after_backward(self, task: Any) -> None:
         """After Lightning's backward of a training step (automatic optimization only)."""
-
-    def on_train_batch_end(self, task: Any) -> None:
-        """After a training batch."""
 
     @staticmethod
     def weight_noise(task: Any) -> float:

@@ -115,9 +115,6 @@ class TorchBackend(Backend):
             restore_torch(task.net, clean)
             task._clean_weights = None
 
-    def on_train_batch_end(self, task: Any) -> None:
-        self.on_after_backward(task)  # a step whose backward did not run keeps no noise either
-
     def configure_optimizers(self, task: Any) -> torch.optim.Optimizer:
         return build_optimizer(task.parameters(), task.hparams.optimizer)
 

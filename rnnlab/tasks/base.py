@@ -117,9 +117,6 @@ class RecurrentTask(L.LightningModule):
     def on_after_backward(self) -> None:
         self.backend.on_after_backward(self)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.backend.on_train_batch_end(self)
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.backend.configure_optimizers(self)
 

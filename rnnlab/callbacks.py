@@ -121,8 +121,11 @@ class PeakMemory(L.Callback):
             torch.cuda.reset_peak_memory_stats()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.peak_rss_mb = _proc_status_mb("VmHWM") or _maxrss_mb()
-        self.peak_rss_delta_mb = self.peak_rss_mb - (self.rss_start_mb or 0.0)
+        start = self.rss_start_mb or 0.0
+        # The kernel's RSS counters are approximate (per-CPU batches of pages), so a high-water mark read later can
+        # come out a fraction of a MiB below the RSS read at the start; the peak is at least that start by definition.
+        self.peak_rss_mb = max(_proc_status_mb("VmHWM") or _maxrss_mb(), start)
+        self.peak_rss_delta_mb = self.peak_rss_mb - start
         metrics = {"memory/peak_rss_mb": self.peak_rss_mb, "memory/peak_rss_delta_mb": self.peak_rss_delta_mb}
         if pl_module.device.type == "cuda":
             self.cuda_peak_mb = torch.cuda.max_memory_allocated(pl_module.device) / 2**20

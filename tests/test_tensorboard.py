@@ -214,3 +214,19 @@ def test_tensorboard_serves_scalars_and_hparams(tensorboard_url):
     assert values["hparams/val_acc"] == pytest.approx(summary["optimized_value"])
     assert values["hparams/test_acc"] == pytest.approx(summary["test_metrics"]["test/acc"])
     assert all(math.isfinite(v) for v in values.values())
+
+
+@pytest.mark.parametrize(("start", "hwm", "peak", "delta"), [(100.0, 99.8, 100.0, 0.0), (100.0, 130.5, 130.5, 30.5)])
+def test_peak_memory_is_never_below_the_start(monkeypatch, start, hwm, peak, delta):
+    """The kernel's RSS counters are approximate: a high-water mark read at the end can come out below the RSS
+    read at the start (CI saw -0.19 MiB). The peak is then the start, and the delta 0, never negative."""
+    from types import SimpleNamespace
+
+    from rnnlab import callbacks
+
+    memory = callbacks.PeakMemory()
+    memory.rss_start_mb = start
+    monkeypatch.setattr(callbacks, "_proc_status_mb", lambda field: {"VmHWM": hwm}[field])
+    module = SimpleNamespace(device=torch.device("cpu"))
+    memory.on_train_end(SimpleNamespace(is_global_zero=True, loggers=[]), module)
+    assert (memory.peak_rss_mb, memory.peak_rss_delta_mb) == (peak, delta)

@@ -2,7 +2,7 @@
 Bai, Kolter & Koltun (2018), and the LSTM variant study of Greff et al. (2017). Writes
 experiments/published/README.md and its figures.
 
-    bash scripts/reproduce_published.sh                         # every stage (2.5 hours on 2 cores)
+    bash scripts/reproduce_published.sh                         # every stage (2.8 hours on 2 cores)
     python scripts/published.py --stages search,tables --jobs 2  # the tables on the standard split (51 min)
     python scripts/published.py --stages report                  # the report of what has finished so far
     python scripts/published.py --quick --jobs 2                 # every stage in miniature (6.7 min)
@@ -19,6 +19,9 @@ checkpoint, so a long study can be run in parts; stop it with Ctrl-C at any time
   log-uniform candidates (seed 1, NumPy backend; Chung et al. drew 10 log-uniform candidates too);
 * ``tables``: every preset of both settings with its chosen learning rate, seeds 1-3, both backends, on the
   standard split (``--data-path``); the Bai LSTM and GRU presets (``jsb_lstm``, ``jsb_gru``) keep their values;
+* ``ordering``: the Bai GRU and LSTM each with its own learning rate (Adam, 5 log-uniform candidates in
+  10^[-3.5, -2] and the presets' own 3e-3, seed 1, NumPy; then the chosen rate on every seed), to test whether
+  the tables' GRU/LSTM order holds when neither cell keeps a rate tuned for the other;
 * ``noise``: the Chung presets again with their weight noise (``model.weight_noise=0.075``), seeds and backends as
   in the tables: the effect of the one part of their protocol the tables leave out;
 * ``embedded``: the same configurations on the split rnnlab embeds (music21's chorales, no data.path);
@@ -48,7 +51,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDARD = ROOT.parent / "shared" / "data" / "jsb_chorales" / "jsb-chorales-quarter.json"
-STAGES = ("search", "tables", "noise", "embedded", "variants", "report")
+STAGES = ("search", "tables", "ordering", "noise", "embedded", "variants", "report")
 WEIGHT_NOISE = 0.075  # Chung et al. 2014: weight noise of this standard deviation (model.weight_noise)
 CELLS = ("rnn", "gru", "lstm")
 PRESETS = {("chung", c): f"jsb_chung_{c}" for c in CELLS} | {("bai", c): f"jsb_{c}" for c in CELLS}
@@ -58,6 +61,11 @@ SETTING_NAMES = {"chung": "Chung et al. 2014 (~20K parameters)", "bai": "Bai, Ko
 # What each search draws: optimizer, log10 of the learning rate's range, number of candidates, the generator seed.
 SEARCHED = {("chung", c): ("rmsprop", (-3.5, -1.5)) for c in CELLS} | {("bai", "rnn"): ("adam", (-4.0, -2.5))}
 SEARCH_SEED, SEARCH_CANDIDATES = 2014, {"chung": 8, "bai": 5}
+# The stage ``ordering``: the Bai GRU and LSTM presets keep the music issue's lr 3e-3 in the tables; here each gets
+# its own rate, searched like the RNN's over a range that brackets 3e-3 (the preset's own run is a candidate), to
+# test whether the GRU/LSTM order of the tables survives when neither cell is held at the other's rate.
+RETUNED = {("bai", c): ("adam", (-3.5, -2.0)) for c in ("gru", "lstm")}
+RETUNE_SEED = 2018
 # Greff et al. 2017: the vanilla LSTM (with peepholes) first, then NP and the seven other changes.
 VARIANTS = ("peephole", "standard", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "fgr")
 PAPER_NAMES = {"peephole": "V", "standard": "NP", "nig": "NIG", "nfg": "NFG", "nog": "NOG", "niaf": "NIAF",
@@ -82,12 +90,13 @@ def log_uniform(rng: Any, low: float, high: float) -> float:
     return float(f"{10 ** rng.uniform(low, high):.3g}")
 
 
-def lr_candidates(setting: str, cell: str, n: int) -> list[float]:
-    """The search's learning rates for one preset: n log-uniform draws from one seeded generator per preset."""
+def lr_candidates(setting: str, cell: str, n: int, space: dict | None = None, seed: int = SEARCH_SEED) -> list[float]:
+    """The search's learning rates for one preset: n log-uniform draws from one seeded generator per preset
+    (``space``: SEARCHED, or RETUNED with RETUNE_SEED for the stage ``ordering``)."""
     import numpy as np
 
-    _, (low, high) = SEARCHED[(setting, cell)]
-    rng = np.random.default_rng([SEARCH_SEED, ("chung", "bai").index(setting), CELLS.index(cell)])
+    _, (low, high) = (space or SEARCHED)[(setting, cell)]
+    rng = np.random.default_rng([seed, ("chung", "bai").index(setting), CELLS.index(cell)])
     return sorted(log_uniform(rng, low, high) for _ in range(n))
 
 
@@ -159,13 +168,13 @@ def finished(run_dir: Path) -> dict[str, Any] | None:
     return summary if summary.get("status") in ("completed", "failed") else None
 
 
-def selected(plan: Plan) -> dict[tuple[str, str], dict[str, Any]]:
-    """Each searched preset's chosen candidate: the lowest best val/nll among its finished search runs (none
-    without the standard split)."""
+def selected(plan: Plan, jobs: list[Job] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each searched preset's chosen candidate: the lowest best val/nll among its finished search runs (``jobs``:
+    those of the stage ``ordering`` instead; none without the standard split)."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
     if plan.data_path is None:
         return best
-    for job in search_jobs(plan):
+    for job in search_jobs(plan) if jobs is None else jobs:
         summary = finished(plan.work / job.name)
         if summary is None or summary.get("status") != "completed":
             continue
@@ -218,6 +227,52 @@ def table_jobs(plan: Plan, split: str) -> list[Job]:
                     name = f"{split}/{setting}_{cell}/{backend}/seed{seed}"
                     jobs.append(Job(name, [*over, f"model.backend={backend}", f"seed={seed}", *plan.common(split)],
                                     info))  # fmt: skip
+    return jobs
+
+
+def preset_lr(preset: str) -> float:
+    """The learning rate a preset holds (conf/experiment/<preset>.yaml)."""
+    import yaml
+
+    return float(yaml.safe_load((ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text())["optimizer"]["lr"])
+
+
+def ordering_jobs(plan: Plan, seeds: bool = False) -> list[Job]:
+    """The stage ``ordering``: the Bai GRU and LSTM each with its own learning rate. First (``seeds`` False) the
+    candidates on the first seed, NumPy backend: the RETUNED draws, and the preset's own rate, whose run is the
+    tables' NumPy run of that seed; then (``seeds`` True) every seed of each cell's chosen rate, the tables' own
+    runs when the choice is the preset's rate."""
+    tables = {(j.info["setting"], j.info["cell"], j.info["seed"]): j for j in table_jobs(plan, "standard")
+              if j.info["backend"] == "numpy"}  # fmt: skip
+    candidates = []
+    for (setting, cell), (optimizer, _) in RETUNED.items():
+        if cell not in plan.cells:
+            continue
+        own = preset_lr(PRESETS[(setting, cell)])
+        for lr in sorted({own, *lr_candidates(setting, cell, plan.candidates[setting], RETUNED, RETUNE_SEED)}):
+            info = {"stage": "ordering", "setting": setting, "cell": cell, "lr": lr, "backend": "numpy",
+                    "seed": plan.seeds[0], "split": "standard", "preset_lr": lr == own}  # fmt: skip
+            if lr == own:
+                candidates.append(Job(tables[(setting, cell, plan.seeds[0])].name,
+                                      tables[(setting, cell, plan.seeds[0])].overrides, info))  # fmt: skip
+                continue
+            candidates.append(Job(f"ordering/{setting}_{cell}/lr{lr:g}/seed{plan.seeds[0]}", [
+                f"experiment={PRESETS[(setting, cell)]}", "model.backend=numpy", f"seed={plan.seeds[0]}",
+                f"optimizer={optimizer}", f"optimizer.lr={lr}", *plan.common("standard")], info))  # fmt: skip
+    if not seeds:
+        return candidates
+    jobs = []
+    for (setting, cell), pick in selected(plan, candidates).items():
+        job = pick["job"]
+        for seed in plan.seeds:
+            info = {**job.info, "seed": seed}
+            if seed == plan.seeds[0]:
+                jobs.append(job)
+            elif job.info["preset_lr"]:
+                jobs.append(Job(tables[(setting, cell, seed)].name, tables[(setting, cell, seed)].overrides, info))
+            else:
+                over = [o for o in job.overrides if not o.startswith("seed=")]
+                jobs.append(Job(job.name.rsplit("/", 1)[0] + f"/seed{seed}", [*over, f"seed={seed}"], info))
     return jobs
 
 
@@ -401,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work or ROOT / default_work).resolve()
     out = (args.out or (work / "report" if args.quick else ROOT / "experiments" / "published")).resolve()
     data_path = args.data_path.resolve() if args.data_path and args.data_path.is_file() else None
-    needs_standard = [s for s in stages if s in ("search", "tables", "noise", "variants")]
+    needs_standard = [s for s in stages if s in ("search", "tables", "ordering", "noise", "variants")]
     if needs_standard and data_path is None:
         print(f"published.py: stage {needs_standard[0]} needs the standard split, and {args.data_path} is not a file "
               "(--data-path)", file=sys.stderr)  # fmt: skip
@@ -432,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
                 runner.run(search_jobs(plan), stage)
             elif stage == "tables":
                 runner.run(table_jobs(plan, "standard"), stage)
+            elif stage == "ordering":
+                runner.run(ordering_jobs(plan), "ordering (candidates)")
+                runner.run(ordering_jobs(plan, seeds=True), "ordering (seeds)")
             elif stage == "noise":
                 runner.run(noise_jobs(plan), stage)
             elif stage == "embedded":

@@ -60,7 +60,7 @@ def row(text: str, first: str) -> list[str]:
 
 def test_every_stage_ran_and_the_report_holds_the_runs_numbers(study: tuple[Path, Path, subprocess.CompletedProcess]):
     work, _, done = study
-    for stage in ("search", "tables", "noise", "embedded", "variants"):
+    for stage in ("search", "tables", "ordering (seeds)", "noise", "embedded", "variants"):
         assert f"stage {stage}:" in done.stdout
     text = (work / "report" / "README.md").read_text()
     assert "**A --quick miniature**" in text
@@ -82,6 +82,27 @@ def test_every_stage_ran_and_the_report_holds_the_runs_numbers(study: tuple[Path
             assert float(mean) == pytest.approx(statistics.fmean(tests), abs=6e-4)
             assert float(sd) == pytest.approx(statistics.stdev(tests), abs=6e-4)
     assert "### NumPy against PyTorch, paired by seed" in text
+    # the ordering stage: the Bai LSTM's two drawn rates and the preset's own (its run is the tables' NumPy seed 1),
+    # the lowest best val/nll chosen, and the chosen rate's runs over both seeds in its table
+    assert "stage ordering (candidates):" in done.stdout
+    assert "stage ordering (seeds):" in done.stdout
+    drawn = {float(p.name[2:]): p / "seed1" for p in (work / "ordering" / "bai_lstm").iterdir() if p.is_dir()}
+    assert len(drawn) == 2
+    assert 0.003 not in drawn
+    vals = {lr: summary(d)["optimized_value"] for lr, d in drawn.items()}
+    vals[0.003] = summary(work / "standard" / "bai_lstm" / "numpy" / "seed1")["optimized_value"]
+    own = min(vals, key=vals.get)
+    section = text.split("### Each cell at its own learning rate (stage `ordering`)")[1].split("\n### ")[0]
+    assert f"**{own:g}{' (the preset' + chr(39) + 's)' if own == 0.003 else ''}: {vals[own]:.3f}**" in section
+    if own == 0.003:
+        seeds = [work / "standard" / "bai_lstm" / "numpy" / f"seed{s}" for s in (1, 2)]
+    else:
+        seeds = [drawn[own], drawn[own].with_name("seed2")]
+    line = next(x for x in section.splitlines() if x.startswith("| `jsb_lstm` |"))
+    cells = [c.strip() for c in line.split("|")[1:-1]]  # preset, preset lr, at preset lr, own lr, at own lr, paper
+    assert float(cells[3]) == own
+    mean = float(re.match(r"([\d.]+) ± ", cells[4]).group(1))
+    assert mean == pytest.approx(statistics.fmean(summary(d)["test_metrics"]["test/nll"] for d in seeds), abs=6e-4)
     assert "## The same configurations on the embedded split (music21)" in text
     # the noise stage: the Chung preset with model.weight_noise, its runs' own means in its table
     noisy = [summary(work / "noise" / "chung_lstm" / "torch" / "seed1")]  # --quick: one seed

@@ -62,6 +62,7 @@ def build_task(cfg: DictConfig, datamodule: Any, seed: int) -> Any:
         seed=seed,
         backend=backend.name,
         weight_noise=float(cfg.model.get("weight_noise", 0.0)),
+        scheduler=container(cfg.scheduler) if cfg.get("scheduler") is not None else None,
         **backend.task_options(cfg.trainer, float64),  # NumPy: its dtype, and the clipping and accumulation it does
     )
     backend.finish_build(task, float64, lambda: initializer(spec, seed))  # torch float64: the float64 draws

@@ -314,6 +314,31 @@ def divergence_guard(trainer: L.Trainer | None) -> DivergenceGuard | None:
     return next((c for c in trainer.callbacks if isinstance(c, DivergenceGuard)), None)
 
 
+class ScheduleOnValidation(L.Callback):
+    """scheduler=plateau: after every validation of the fit, the value of ``monitor`` (task.monitor) goes to the
+    backend's schedule (torch's ReduceLROnPlateau, or the NumPy backend's from-scratch one), on both backends at the
+    same point. Lightning runs ModelCheckpoint's hooks after every other callback's, so the checkpoint written at
+    this validation holds the stepped schedule, and a resumed run repeats neither the step nor misses it."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            from rnnlab.errors import ConfigError
+
+            raise ConfigError(
+                f"task.monitor={self.monitor}: scheduler=plateau found no such value after a validation; it has "
+                f"{', '.join(sorted(k for k in trainer.callback_metrics if k.startswith('val/')))}"
+            )
+        pl_module.backend.observe_validation(pl_module, float(value))
+
+
 def torch_grad_norm(parameters: Any) -> torch.Tensor | None:
     """The total 2-norm of the parameters' gradients (as clip_grad_norm_ computes it), None when there are none."""
     grads = [p.grad for p in parameters if p.grad is not None]

@@ -60,6 +60,18 @@ class OptimizerName(_Choice):
     rmsprop = "rmsprop"
 
 
+class SchedulerName(_Choice):
+    none = "none"
+    step = "step"
+    cosine = "cosine"
+    plateau = "plateau"
+
+
+class ThresholdMode(_Choice):
+    rel = "rel"
+    abs = "abs"
+
+
 # --------------------------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
@@ -129,6 +141,64 @@ class RMSpropConfig(OptimizerConfig):
     centered: bool = False  # divide by the running estimate of the variance of g instead of its second moment
 
 
+# ----------------------------------------------------------------------------------------- scheduler
+# The learning-rate schedules (docs/configuration.md#learning-rate-schedules): torch.optim.lr_scheduler on the torch
+# backend, rnnlab/models/numpy/schedules.py (the same formulas, from scratch) on the NumPy backend.
+@dataclass
+class SchedulerConfig:
+    name: SchedulerName = MISSING
+
+
+@dataclass
+class NoSchedulerConfig(SchedulerConfig):
+    """scheduler=none: optimizer.lr throughout."""
+
+    name: SchedulerName = SchedulerName.none
+
+
+@dataclass
+class StepSchedulerConfig(SchedulerConfig):
+    """scheduler=step: torch's StepLR, per optimizer step: lr * gamma ** (step // step_size)."""
+
+    name: SchedulerName = SchedulerName.step
+    step_size: int = 1000  # optimizer steps between two decays
+    gamma: float = 0.1  # the factor of each decay
+
+
+@dataclass
+class CosineSchedulerConfig(SchedulerConfig):
+    """scheduler=cosine: torch's CosineAnnealingLR, per optimizer step, after an optional linear warm-up
+    (LinearLR, then the cosine: SequentialLR)."""
+
+    name: SchedulerName = SchedulerName.cosine
+    total_steps: int | None = None  # the horizon, warm-up included; null: the run's optimizer steps
+    eta_min: float = 0.0  # the rate the cosine ends at, after total_steps
+    warmup_steps: int = 0  # optimizer steps of linear warm-up from warmup_start_factor * lr to lr
+    warmup_start_factor: float = 1e-3  # in (0, 1]
+
+
+@dataclass
+class PlateauSchedulerConfig(SchedulerConfig):
+    """scheduler=plateau: torch's ReduceLROnPlateau on task.monitor (task.mode), after each validation."""
+
+    name: SchedulerName = SchedulerName.plateau
+    factor: float = 0.5  # the rate is multiplied by this, in (0, 1)
+    patience: int = 2  # validations without improvement before a reduction
+    threshold: float = 1e-4  # what counts as an improvement (relative or absolute: threshold_mode)
+    threshold_mode: ThresholdMode = ThresholdMode.rel
+    cooldown: int = 0  # validations after a reduction before counting again
+    min_lr: float = 0.0  # the rate never goes below this
+    eps: float = 1e-8  # a reduction smaller than this is skipped
+
+
+SCHEDULERS: dict[str, type[SchedulerConfig]] = {
+    "none": NoSchedulerConfig,
+    "step": StepSchedulerConfig,
+    "cosine": CosineSchedulerConfig,
+    "plateau": PlateauSchedulerConfig,
+}
+
+
 # ------------------------------------------------------------------------------------------- trainer
 @dataclass
 class TrainerConfig:
@@ -192,6 +262,7 @@ class TrainConfig:
     model: ModelConfig = MISSING
     task: Any = MISSING
     optimizer: Any = MISSING
+    scheduler: Any = None  # conf/scheduler/*.yaml; null: none
     trainer: TrainerConfig = MISSING
     logger: Any = None
     callbacks: Any = None
@@ -235,6 +306,7 @@ def register_configs() -> None:
         ("optimizer", "adam", AdamConfig),
         ("optimizer", "adagrad", AdagradConfig),
         ("optimizer", "rmsprop", RMSpropConfig),
+        *(("scheduler", name, node) for name, node in SCHEDULERS.items()),
         ("trainer", "trainer", TrainerConfig),
         ("paths", "paths", PathsConfig),
     ):
@@ -384,7 +456,7 @@ def _check_added_keys(cfg: DictConfig) -> None:
     """A key added with ``+`` to a typed group (``+model.hiden_size=3``, ``+foo=1``) would be read by nothing and
     silently ignored: refuse it. ``trainer`` is left out (extra keys go to lightning.Trainer, which checks them),
     and so are ``logger`` and ``callbacks`` (``+callbacks.name={_target_: ...}`` adds a callback)."""
-    for group in ("", "model", "task", "data", "optimizer", "paths"):
+    for group in ("", "model", "task", "data", "optimizer", "scheduler", "paths"):
         node = cfg[group] if group else cfg
         schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
         if not (schema is not None and dataclasses.is_dataclass(schema)):
@@ -464,6 +536,51 @@ def _check_model(cfg: DictConfig, task: Entry) -> None:
             raise ConfigError(f"model.{key}={value} applies to task={', '.join(tasks)} only, not task={task.name}")
 
 
+def scheduler_name(cfg: Any) -> str:
+    """The chosen learning-rate schedule (``scheduler.name``; none when the config has no scheduler group)."""
+    node = cfg.get("scheduler") if hasattr(cfg, "get") else None
+    return "none" if node is None else str(node.get("name", "none"))
+
+
+def _check_scheduler(cfg: DictConfig) -> None:
+    """The schedule's keys (its node is the schema its name is registered with), and a warm-up shorter than an
+    explicit horizon (or than trainer.max_steps); the horizon the trainer gives is checked when the run starts."""
+    node = cfg.get("scheduler")
+    if node is None:
+        return
+    name = scheduler_name(cfg)
+    schema = OmegaConf.get_type(node)
+    wanted = SCHEDULERS.get(name)
+    if wanted is not None and schema is not wanted:
+        found = getattr(schema, "__name__", "an untyped node")
+        raise ConfigError(f"scheduler.name={name}: the scheduler config is a {found}; choose it with scheduler={name}")
+    if name == "step":
+        _positive(cfg, "scheduler.step_size")
+        _positive(cfg, "scheduler.gamma")
+    elif name == "cosine":
+        _positive(cfg, "scheduler.total_steps")
+        _positive(cfg, "scheduler.eta_min", allow_zero=True)
+        _positive(cfg, "scheduler.warmup_steps", allow_zero=True)
+        start = node.warmup_start_factor
+        if not 0 < start <= 1:  # torch's LinearLR refuses the rest
+            raise ConfigError(f"scheduler.warmup_start_factor must be in (0, 1], got {start}")
+        total, warmup, max_steps = node.total_steps, node.warmup_steps, cfg.trainer.max_steps
+        if total is not None and warmup >= total:
+            raise ConfigError(
+                f"scheduler.warmup_steps={warmup} must be less than scheduler.total_steps={total} (the horizon, "
+                f"warm-up included)"
+            )
+        if total is None and warmup > 0 and 0 < max_steps <= warmup:
+            raise ConfigError(
+                f"scheduler.warmup_steps={warmup} must be less than the run's {max_steps} steps "
+                f"(trainer.max_steps), the cosine's horizon"
+            )
+    elif name == "plateau":
+        _fraction(cfg, "scheduler.factor", low_open=True)
+        for key in ("patience", "threshold", "cooldown", "min_lr", "eps"):
+            _positive(cfg, f"scheduler.{key}", allow_zero=True)
+
+
 def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that a schema cannot express. Raises ConfigError (one line)."""
     load_plugins(cfg.get("plugins"))
@@ -500,6 +617,8 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, "optimizer.momentum", allow_zero=True)
         if cfg.optimizer.nesterov and (cfg.optimizer.momentum <= 0 or cfg.optimizer.dampening != 0):
             raise ConfigError("optimizer.nesterov=true needs optimizer.momentum > 0 and optimizer.dampening=0")
+
+    _check_scheduler(cfg)
 
     task = _entry(TASKS, "task.name", cfg.task.name)
     data = _entry(DATASETS, "data.name", cfg.data.name)

@@ -23,7 +23,9 @@ def container(node: Any) -> Any:
 def flat_hparams(cfg: DictConfig, seed: int) -> dict[str, Any]:
     """The hyperparameters a person compares runs by, flat and scalar (for TensorBoard's HPARAMS tab)."""
     out: dict[str, Any] = {"seed": seed, "threads": cfg.get("threads")}
-    for group in ("model", "task", "data", "optimizer"):
+    for group in ("model", "task", "data", "optimizer", "scheduler"):
+        if cfg.get(group) is None:
+            continue
         for key, value in container(cfg[group]).items():
             if isinstance(value, list):
                 value = str(value)

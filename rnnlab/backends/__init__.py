@@ -75,6 +75,38 @@ class Backend:
         return float(task.hparams.get("weight_noise", 0.0) or 0.0)
 
 
+def schedule_horizon(task: Any, accumulate: int) -> int:
+    """The cosine schedule's horizon in optimizer steps: ``scheduler.total_steps``, or else the run's steps as
+    Lightning estimates them (``trainer.max_steps``, or ``max_epochs`` x ceil(batches per epoch / accumulation),
+    the smaller of the two). ``accumulate``: the batches the backend itself accumulates per step (the NumPy
+    backend's; Lightning counts its own). One line naming the keys when there is none or the warm-up fills it."""
+    import math
+
+    from rnnlab.errors import ConfigError
+
+    scheduler = dict(task.hparams.get("scheduler") or {})
+    warmup = int(scheduler.get("warmup_steps") or 0)
+    total = scheduler.get("total_steps")
+    if total is None:
+        trainer = task.trainer
+        total = trainer.estimated_stepping_batches  # sets up the training data if need be
+        batches = trainer.num_training_batches
+        if accumulate > 1 and trainer.max_epochs != -1 and batches != float("inf"):
+            total = math.ceil(batches / accumulate) * max(int(trainer.max_epochs), 1)
+            total = min(total, trainer.max_steps) if trainer.max_steps != -1 else total
+        if not (isinstance(total, int) or (isinstance(total, float) and math.isfinite(total))) or total < 1:
+            raise ConfigError(
+                "scheduler=cosine needs a horizon: this run has no bounded number of steps; set "
+                "scheduler.total_steps or trainer.max_steps"
+            )
+        if warmup >= total:
+            raise ConfigError(
+                f"scheduler.warmup_steps={warmup} must be less than the run's {int(total)} optimizer steps (the "
+                f"cosine's horizon); set scheduler.total_steps or train longer"
+            )
+    return int(total)
+
+
 def backend(name: Any) -> Any:
     """The backend called ``name`` ("numpy" or "torch", or the config's enum member), imported on first use."""
     key = str(getattr(name, "value", name))

@@ -56,38 +56,59 @@ class NumpyOptimizer(torch.optim.Optimizer):
     checkpoints save and restore its state through the usual ``state_dict`` / ``load_state_dict``.
 
     Its single param group holds a placeholder tensor that is never used; the NumPy optimizer updates the
-    network's NumPy arrays with the NumPy gradients.
+    network's NumPy arrays with the NumPy gradients. With a learning-rate ``schedule``
+    (rnnlab.models.numpy.schedules; Lightning steps no scheduler under manual optimization), the group's ``lr`` is
+    the schedule's: its first value from the start, the next after each step (a per-step schedule) or after each
+    validation (:meth:`observe`), as torch's scheduler writes its optimizer's group; its state is saved with the
+    optimizer's.
     """
 
-    def __init__(self, numpy_optimizer: Any, grads: dict[str, Any]):
+    def __init__(self, numpy_optimizer: Any, grads: dict[str, Any], schedule: Any = None):
         self.numpy_optimizer = numpy_optimizer
         self.grads = grads
+        self.schedule = schedule
         placeholder = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
-        super().__init__([placeholder], {"lr": numpy_optimizer.lr})
+        lr = numpy_optimizer.lr if schedule is None else schedule.start(numpy_optimizer.lr)
+        super().__init__([placeholder], {"lr": lr})
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         loss = closure() if closure is not None else None
-        self.numpy_optimizer.lr = self.param_groups[0]["lr"]  # a scheduler may have changed it
+        group = self.param_groups[0]
+        self.numpy_optimizer.lr = group["lr"]  # a scheduler may have changed it
         self.numpy_optimizer.step(self.grads)
+        if self.schedule is not None and self.schedule.per_step:
+            group["lr"] = self.schedule.step(group["lr"])
         return loss
+
+    def observe(self, value: float) -> None:
+        """A validation's monitored value, for a schedule that follows it (scheduler=plateau)."""
+        if self.schedule is not None and not self.schedule.per_step:
+            self.param_groups[0]["lr"] = self.schedule.observe(self.param_groups[0]["lr"], value)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for g in self.grads.values():
             g.fill(0.0)
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        return {"numpy": arrays_to_tensors(self.numpy_optimizer.state_dict()), "lr": self.param_groups[0]["lr"]}
+        state = {"numpy": arrays_to_tensors(self.numpy_optimizer.state_dict()), "lr": self.param_groups[0]["lr"]}
+        if self.schedule is not None:
+            state["schedule"] = self.schedule.state_dict()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         self.numpy_optimizer.load_state_dict(tensors_to_arrays(state_dict["numpy"]))
         self.param_groups[0]["lr"] = state_dict["lr"]
+        if self.schedule is not None:
+            if "schedule" not in state_dict:
+                raise ValueError("the checkpoint's optimizer state has no learning-rate schedule")
+            self.schedule.load_state_dict(state_dict["schedule"])
 
 
 _NAMED_NUMPY_OPTIMIZERS: dict[str, type[NumpyOptimizer]] = {}
 
 
-def named_numpy_optimizer(numpy_optimizer: Any, grads: dict[str, Any]) -> NumpyOptimizer:
+def named_numpy_optimizer(numpy_optimizer: Any, grads: dict[str, Any], schedule: Any = None) -> NumpyOptimizer:
     """A NumpyOptimizer whose class is named like the torch optimizer it mirrors ("SGD", "Adam", "Adagrad",
     "RMSprop"), so that LearningRateMonitor logs the same tag (``lr-Adam``, ...) for both backends."""
     name = type(numpy_optimizer).__name__
@@ -95,7 +116,7 @@ def named_numpy_optimizer(numpy_optimizer: Any, grads: dict[str, Any]) -> NumpyO
     if cls is None:
         cls = type(name, (NumpyOptimizer,), {"__module__": __name__, "__qualname__": f"NumpyOptimizer.{name}"})
         _NAMED_NUMPY_OPTIMIZERS[name] = cls
-    return cls(numpy_optimizer, grads)
+    return cls(numpy_optimizer, grads, schedule)
 
 
 class NumpyBackend(Backend):
@@ -246,10 +267,24 @@ class NumpyBackend(Backend):
         return torch.tensor(loss, dtype=dtype), logits, final
 
     def configure_optimizers(self, task: Any) -> NumpyOptimizer:
+        """The NumPy optimizer and its learning-rate schedule (rnnlab.models.numpy.schedules, torch's formulas),
+        which the optimizer steps itself: under manual optimization Lightning steps no scheduler."""
+        from rnnlab.backends import schedule_horizon
         from rnnlab.models.numpy.optim import build_optimizer
+        from rnnlab.models.numpy.schedules import build_schedule
 
         net = task.net
-        return named_numpy_optimizer(build_optimizer(net.params, task.hparams.optimizer), net.grads)
+        optimizer = build_optimizer(net.params, task.hparams.optimizer)
+        scheduler = task.hparams.get("scheduler") or {"name": "none"}
+        horizon = None
+        if scheduler.get("name") == "cosine":
+            horizon = schedule_horizon(task, int(task.hparams.accumulate_grad_batches))
+        mode = str((task.hparams.task or {}).get("mode", "min"))
+        return named_numpy_optimizer(optimizer, net.grads, build_schedule(scheduler, optimizer.lr, horizon, mode))
+
+    def observe_validation(self, task: Any, value: float) -> None:
+        """scheduler=plateau: the monitored value of a validation that just ended."""
+        task.trainer.optimizers[0].observe(value)
 
     def on_train_batch_start(self, task: Any) -> None:
         """The network's dropout generator is its own (and in the checkpoint); the masks inside the recurrence

@@ -27,6 +27,33 @@ def build_optimizer(params: Any, optimizer: dict[str, Any]) -> torch.optim.Optim
     return getattr(torch.optim, OPTIMIZERS[optimizer["name"]])(params, **kwargs)
 
 
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, scheduler: dict[str, Any], horizon: int | None,
+                       mode: str = "min") -> Any:  # fmt: skip
+    """torch.optim.lr_scheduler's object for a ``scheduler`` config (none: None): StepLR; CosineAnnealingLR over
+    ``total_steps`` (or ``horizon``), after ``warmup_steps`` of LinearLR through SequentialLR; ReduceLROnPlateau
+    in ``mode`` (task.mode)."""
+    from torch.optim import lr_scheduler
+
+    name = str(scheduler.get("name", "none"))
+    if name == "none":
+        return None
+    if name == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=int(scheduler["step_size"]), gamma=float(scheduler["gamma"]))
+    if name == "cosine":
+        total = int(scheduler.get("total_steps") or horizon)
+        warmup, eta_min = int(scheduler.get("warmup_steps") or 0), float(scheduler["eta_min"])
+        if not warmup:
+            return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=eta_min)
+        start = float(scheduler["warmup_start_factor"])
+        warm = lr_scheduler.LinearLR(optimizer, start_factor=start, end_factor=1.0, total_iters=warmup)
+        cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=eta_min)
+        return lr_scheduler.SequentialLR(optimizer, [warm, cosine], milestones=[warmup])
+    if name == "plateau":
+        keys = ("factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps")
+        return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, **{key: scheduler[key] for key in keys})
+    raise ValueError(f"scheduler.name={name}: none, step, cosine or plateau")
+
+
 def detach_state(state: Any) -> Any:
     """A state (tensor, or a tuple (h, c, ...)) without autograd history: no graph into the previous batch."""
     if isinstance(state, torch.Tensor):
@@ -115,8 +142,31 @@ class TorchBackend(Backend):
             restore_torch(task.net, clean)
             task._clean_weights = None
 
-    def configure_optimizers(self, task: Any) -> torch.optim.Optimizer:
-        return build_optimizer(task.parameters(), task.hparams.optimizer)
+    def configure_optimizers(self, task: Any) -> Any:
+        """torch.optim's optimizer; with a per-step schedule, Lightning's dict form (Lightning steps it after every
+        optimizer step and checkpoints it). ReduceLROnPlateau is kept on the task and stepped after every
+        validation by rnnlab.callbacks.ScheduleOnValidation, before that validation's checkpoint is written (Lightning
+        would step it at the epoch's end, after the checkpoint, and skip that step in a resumed run)."""
+        from rnnlab.backends import schedule_horizon
+
+        optimizer = build_optimizer(task.parameters(), task.hparams.optimizer)
+        scheduler = task.hparams.get("scheduler") or {"name": "none"}
+        horizon = schedule_horizon(task, 1) if scheduler.get("name") == "cosine" else None
+        mode = str((task.hparams.task or {}).get("mode", "min"))
+        built = build_lr_scheduler(optimizer, scheduler, horizon, mode)
+        if built is None:
+            return optimizer
+        if isinstance(built, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            task._plateau = built
+            saved = getattr(task, "_plateau_state", None)
+            if saved is not None:  # a resumed run: its checkpoint was read before the optimizer existed
+                built.load_state_dict(saved)
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": built, "interval": "step", "frequency": 1}}
+
+    def observe_validation(self, task: Any, value: float) -> None:
+        """scheduler=plateau: the monitored value of a validation that just ended."""
+        task._plateau.step(value)
 
     def on_train_batch_start(self, task: Any) -> None:
         # torch's dropout draws from the global torch RNG, which a restart reseeds and which data loaders also draw
@@ -129,12 +179,21 @@ class TorchBackend(Backend):
 
     # ------------------------------------------------------------------------------ checkpoints and state
     def on_save_checkpoint(self, task: Any, checkpoint: dict[str, Any]) -> None:
-        """Nothing: the parameters are in Lightning's state_dict."""
+        """The parameters are in Lightning's state_dict, a per-step scheduler in its ``lr_schedulers``;
+        ReduceLROnPlateau's state goes into ``lr_plateau``."""
+        plateau = getattr(task, "_plateau", None)
+        if plateau is not None:
+            checkpoint["lr_plateau"] = plateau.state_dict()
 
     def on_load_checkpoint(self, task: Any, checkpoint: dict[str, Any]) -> None:
         """Lightning loads the state_dict after this. A float64 run's checkpoint loaded into a module built anew in
         float32 (``load_from_checkpoint``: rnnlab-generate, evaluation) turns the module to float64 first, so that
-        its weights are not rounded to float32."""
+        its weights are not rounded to float32. ReduceLROnPlateau's state is kept for configure_optimizers, which
+        Lightning calls after this hook."""
+        if "lr_plateau" in checkpoint:
+            task._plateau_state = checkpoint["lr_plateau"]
+            if getattr(task, "_plateau", None) is not None:
+                task._plateau.load_state_dict(checkpoint["lr_plateau"])
         weights = [v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("net.")]
         if weights and weights[0].dtype == torch.float64 and task.net.head.weight.dtype != torch.float64:
             task.double()

@@ -163,6 +163,8 @@ def config_key(cfg: dict[str, Any], seed: int | None) -> str:
     clean = strip(cfg)
     if isinstance(clean.get("model"), dict):
         clean["model"].pop("backend", None)
+    if clean.get("scheduler") == {"name": "none"}:  # the default: the same key as a run from before the group
+        clean.pop("scheduler")
     clean["seed"] = seed
     return json.dumps(clean, sort_keys=True, default=str)
 

@@ -11,7 +11,9 @@ the run, the seed used and a fingerprint of the data). A run started with ``ckpt
 * takes the checkpoint's seed when ``seed=null`` (the seed the run drew is in the record);
 * applies ``optimizer.lr`` and ``trainer.max_epochs`` / ``max_steps`` / ``max_time``, announced in one line: the
   learning rate is written into the optimizer state before Lightning restores it (:class:`ResumeOverrides`), so
-  both backends step with the new value from the first resumed step.
+  both backends step with the new value from the first resumed step. With a learning-rate schedule
+  (``scheduler``, kept like ``optimizer.*``) the rate is the schedule's, which continues from its saved state:
+  a new ``optimizer.lr`` is refused there.
 
 A checkpoint whose weights hold NaN or Inf is refused with one line that names the file (:func:`nonfinite`).
 This module imports no torch at import time.
@@ -33,7 +35,8 @@ from rnnlab.errors import ConfigError
 log = logging.getLogger("rnnlab")
 
 RECORD_KEY = "rnnlab"
-GROUPS = ("model", "data", "optimizer", "task")
+GROUPS = ("model", "data", "optimizer", "scheduler", "task")
+NO_SCHEDULER = {"name": "none"}  # what a checkpoint from before the scheduler group ran with
 TRAINER_FIXED = ("precision", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm")
 FREE = frozenset(
     {
@@ -68,9 +71,14 @@ def data_fingerprint(data_cfg: Any) -> str | None:
     return file_sha256(p) if p.is_file() else None
 
 
+def _group(cfg: DictConfig, group: str) -> Any:
+    node = cfg.get(group)
+    return dict(NO_SCHEDULER) if group == "scheduler" and node is None else _plain(node)
+
+
 def run_record(cfg: DictConfig, seed: int, fingerprint: str | None) -> dict[str, Any]:
     """What a checkpoint records of the run that wrote it (``checkpoint["rnnlab"]``)."""
-    config = {group: _plain(cfg[group]) for group in GROUPS}
+    config = {group: _group(cfg, group) for group in GROUPS}
     config["trainer"] = {key: _plain(cfg.trainer.get(key)) for key in (*TRAINER_FIXED, "max_epochs", "max_steps")}
     plugins = [str(name) for name in cfg.get("plugins") or []]  # what registered a plug-in cell, task or dataset
     return {"config": config, "seed": int(seed), "data_sha256": fingerprint, "plugins": plugins}
@@ -185,7 +193,8 @@ def plan_resume(cfg: DictConfig, saved: dict[str, Any], path: str) -> ResumePlan
     applied: list[str] = []
     lr: float | None = None
     if config is not None:
-        ours = {group: _plain(cfg[group]) for group in GROUPS}
+        config = {"scheduler": dict(NO_SCHEDULER), **config}
+        ours = {group: _group(cfg, group) for group in GROUPS}
         ours["trainer"] = {key: _plain(cfg.trainer.get(key)) for key in TRAINER_FIXED}
         mine, theirs = _flat(ours), _flat({**config, "trainer": {k: config["trainer"].get(k) for k in TRAINER_FIXED}})
         for key in sorted(set(mine) | set(theirs)):
@@ -212,6 +221,12 @@ def plan_resume(cfg: DictConfig, saved: dict[str, Any], path: str) -> ResumePlan
                 applied.append(f"{key}={_shown(now)} (was {_shown(was)})")
                 if key == "optimizer.lr":
                     lr = float(now)
+        schedule = (ours.get("scheduler") or {}).get("name", "none")
+        if lr is not None and schedule != "none":  # torch's schedulers keep the starting rate in their own state
+            applied = [entry for entry in applied if not entry.startswith("optimizer.lr=")]
+            changed.append(f"optimizer.lr ({_shown(before.get('optimizer.lr'))} -> {_shown(lr)}; the "
+                           f"scheduler={schedule} continues from the rate the run started with)")  # fmt: skip
+            lr = None
     else:  # a checkpoint from before the record existed: what its hyperparameters hold
         old_optimizer = dict(hparams.get("optimizer") or {})
         new_optimizer = _plain(cfg.optimizer)

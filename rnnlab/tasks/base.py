@@ -59,6 +59,7 @@ class RecurrentTask(L.LightningModule):
         clip: dict[str, Any] | None = None,
         accumulate_grad_batches: int = 1,
         weight_noise: float = 0.0,
+        scheduler: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the run logs a flat, readable copy itself
@@ -117,8 +118,18 @@ class RecurrentTask(L.LightningModule):
     def on_after_backward(self) -> None:
         self.backend.on_after_backward(self)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
+        """The backend's optimizer and learning-rate schedule (``scheduler``: conf/scheduler/*.yaml)."""
         return self.backend.configure_optimizers(self)
+
+    def configure_callbacks(self) -> list[Any]:
+        """scheduler=plateau: the callback that hands each validation's ``task.monitor`` to the schedule."""
+        scheduler = self.hparams.get("scheduler") or {}
+        if scheduler.get("name") != "plateau":
+            return []
+        from rnnlab.callbacks import ScheduleOnValidation
+
+        return [ScheduleOnValidation(str(self.hparams.task["monitor"]))]
 
     # ----------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -129,6 +129,8 @@ class RecurrentTask(L.LightningModule):
             return []
         from rnnlab.callbacks import ScheduleOnValidation
 
+        if any(isinstance(c, ScheduleOnValidation) for c in self.trainer.callbacks):
+            return []  # attached by the fit already (the test after it asks again)
         return [ScheduleOnValidation(str(self.hparams.task["monitor"]))]
 
     # ----------------------------------------------------------------------------------------- checkpoints

@@ -120,6 +120,18 @@ def check_val_interval(cfg: DictConfig, datamodule: Any) -> None:
         )
 
 
+def check_early_stopping(cfg: DictConfig) -> None:
+    """An EarlyStopping callback (``callbacks=early_stopping``) checks the monitored metric after validations: a
+    run without any (``trainer.limit_val_batches=0``) would never stop early, silently."""
+    limit = cfg.trainer.get("limit_val_batches")
+    if limit is None or isinstance(limit, bool) or limit != 0:
+        return
+    for key, entry in (cfg.get("callbacks") or {}).items():
+        if entry is not None and str(entry.get("_target_", "")).endswith(".EarlyStopping"):
+            raise ConfigError(f"callbacks.{key}: early stopping watches task.monitor={cfg.task.monitor} after each "
+                              "validation, and trainer.limit_val_batches=0 runs none")  # fmt: skip
+
+
 def check_monitor(cfg: DictConfig, model: Any, datamodule: Any) -> None:
     """``task.monitor`` names a validation metric the task logs (a typo would end the first validation)."""
     monitor = str(cfg.task.monitor)
@@ -141,6 +153,9 @@ def lightning_config_error(err: Exception, cfg: DictConfig) -> Exception:
         return ConfigError(f"trainer.val_check_interval: {text.replace('`', '')}")
     if "could not find the monitored key" in text:
         return ConfigError(f"task.monitor={cfg.task.monitor}: the task never logs it ({text.replace('`', '')})")
+    if "Early stopping conditioned on metric" in text:  # no validation ran before the check (limit_val_batches=0)
+        return ConfigError(f"callbacks.early_stopping: task.monitor={cfg.task.monitor} had no value when it checked; "
+                           f"it needs a validation before it ({text.replace('`', '').split('. ')[0]})")  # fmt: skip
     return err
 
 

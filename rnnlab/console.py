@@ -53,8 +53,10 @@ def report(
     seed: int,
     metrics: dict[str, float],
     test_metrics: dict[str, float],
+    early: dict[str, Any] | None = None,
 ) -> None:
-    """The end-of-run summary: test metrics, a generated sample, where the run is and how to look at it."""
+    """The end-of-run summary: test metrics, whether early stopping ended the fit (``early``,
+    rnnlab.summary.stopped_early), a generated sample, where the run is and how to look at it."""
     if trainer.global_rank != 0:
         return
     lines = [
@@ -65,6 +67,11 @@ def report(
     shown = {**{k: v for k, v in metrics.items() if k.startswith("val/")}, **test_metrics}
     if shown:
         lines.append("  " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
+    if early is not None:
+        reason = early["reason"].replace("_", " ")
+        best = "" if early["best"] is None else f" (best {early['best']:.4f})"
+        lines.append(f"  early stopping: {reason}, {early['monitor']}{best}; the fit ended in epoch {early['epoch']} "
+                     f"(0-based; trainer.max_epochs={trainer.max_epochs})")  # fmt: skip
     if "test/bpc" in test_metrics:
         lines.append(f"  test bits per character: {test_metrics['test/bpc']:.4f}")
     if cfg.print_sample and hasattr(model, "generate"):

@@ -4,6 +4,7 @@ them."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from datetime import datetime
 from pathlib import Path
@@ -76,8 +77,11 @@ def run_summary(
     test_metrics: dict[str, float],
     value: float | None,
     wall_s: float,
+    early: Any = ...,
 ) -> dict[str, Any]:
-    """The content of ``summary.json``: one run's outcome, for rnnlab-report (which relies on these keys)."""
+    """The content of ``summary.json``: one run's outcome, for rnnlab-report (which relies on these keys).
+    ``early``: :func:`stopped_early` as the fit left it (read before the test split restores a checkpoint's callback
+    states); when not given, read from the trainer now."""
     from rnnlab.callbacks import PeakMemory, Timing
     from rnnlab.provenance import environment
     from rnnlab.runtime.callbacks import RunRecord
@@ -103,6 +107,7 @@ def run_summary(
         "wall_s": wall_s,
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
+        "stopped_early": stopped_early(trainer) if early is ... else early,
         "backend": str(cfg.model.backend),
         "world_size": int(trainer.world_size),  # processes of the run (DDP); samples_per_s is rank 0's share
         "cell": str(cfg.model.cell),
@@ -114,6 +119,27 @@ def run_summary(
         "environment": environment(),  # machine, libraries and builds, thread counts, git commit
         "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+
+
+def stopped_early(trainer: Any) -> dict[str, Any] | None:
+    """How Lightning's EarlyStopping (``callbacks=early_stopping``) ended the fit, or None when it did not: the
+    0-based epoch it stopped in (the ``epoch`` column of metrics.csv), why (``patience_exhausted``,
+    ``non_finite_metric``, ...), the monitored metric and its best value."""
+    from lightning.pytorch.callbacks import EarlyStopping
+    from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopping_reason != EarlyStoppingReason.NOT_STOPPED:
+            best = float(callback.best_score)
+            return {
+                "epoch": int(callback.stopped_epoch),
+                "reason": callback.stopping_reason.name.lower(),
+                "monitor": callback.monitor,
+                "best": best if math.isfinite(best) else None,
+                "patience": int(callback.patience),
+                "min_delta": abs(float(callback.min_delta)),
+            }
+    return None
 
 
 def failed_summary(

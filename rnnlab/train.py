@@ -24,6 +24,7 @@ from rnnlab.build import build_task, build_trainer
 from rnnlab.checks import (
     check_checkpoint_matches,
     check_checkpoint_run,
+    check_early_stopping,
     check_inputs,
     check_monitor,
     check_prompt,
@@ -129,6 +130,7 @@ def _train(
     datamodule.setup("fit")
     parts.record.record["data"] = data_checksum(datamodule.source_files(), container(cfg.data))
     check_val_interval(cfg, datamodule)
+    check_early_stopping(cfg)
     check_prompt(cfg, datamodule)
     model = build_task(cfg, datamodule, seed)
     check_monitor(cfg, model, datamodule)
@@ -204,6 +206,9 @@ def _finish(
         results = trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
 
+    from rnnlab.summary import stopped_early
+
+    early = stopped_early(trainer)  # now: testing a checkpoint restores the callbacks' state from that checkpoint
     test_metrics: dict[str, float] = {}
     best_path = saver.best_model_path if saver is not None else ""
     if best_path and not Path(best_path).is_file():
@@ -219,7 +224,7 @@ def _finish(
     value = None
     if cfg.optimized_metric:
         value = best.get(cfg.optimized_metric, metrics.get(cfg.optimized_metric))
-    report(cfg, model, trainer, run_dir, seed, metrics, test_metrics)
+    report(cfg, model, trainer, run_dir, seed, metrics, test_metrics, early)
     if trainer.global_rank == 0:
         final = {
             "val/loss": metrics.get("val/loss"),
@@ -227,7 +232,8 @@ def _finish(
             **test_metrics,
         }
         log_hparams_with_metrics(trainer, flat_hparams(cfg, seed), final)
-        summary = run_summary(cfg, model, trainer, seed, metrics, test_metrics, value, time.perf_counter() - started)
+        wall_s = time.perf_counter() - started
+        summary = run_summary(cfg, model, trainer, seed, metrics, test_metrics, value, wall_s, early=early)
         write_summary(run_dir, summary)
     return value, test_metrics
 

@@ -201,8 +201,8 @@ def shakespeare(rnnlab_env: dict[str, Path]) -> str:
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """Records what ``rnnlab.train.train`` builds: per run, the data module, the task module, its seed and initial
-    state, the parameters Lightning trains (at ``on_train_start``, after any dtype conversion), the trainer and
-    the fit and test metrics that train() reports."""
+    state, the parameters Lightning trains (at ``on_train_start``, after any dtype conversion), the trainer, the
+    fit and test metrics that train() reports and how early stopping ended the fit (``stopped_early``)."""
     import rnnlab.train as train_module
 
     rec = SimpleNamespace(runs=[])
@@ -229,10 +229,10 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
         return model
 
     def recording_report(cfg: DictConfig, model: Any, trainer: Any, run_dir: Path, seed: int, metrics: dict,
-                         test_metrics: dict) -> None:  # fmt: skip
+                         test_metrics: dict, early: dict | None = None) -> None:  # fmt: skip
         run = rec.runs[-1]
-        run.trainer, run.metrics, run.test_metrics = trainer, metrics, test_metrics
-        report(cfg, model, trainer, run_dir, seed, metrics, test_metrics)
+        run.trainer, run.metrics, run.test_metrics, run.stopped_early = trainer, metrics, test_metrics, early
+        report(cfg, model, trainer, run_dir, seed, metrics, test_metrics, early)
 
     monkeypatch.setattr(train_module, "build_task", recording_build_task)
     monkeypatch.setattr(train_module, "report", recording_report)

@@ -28,8 +28,8 @@ TINY = ["task=classify", "data=synthetic_text", "data.num_samples=300", "model.h
         "trainer.limit_test_batches=1"]  # fmt: skip
 SUMMARY_KEYS = {"status", "seed", "hparams", "fit_metrics", "test_metrics", "optimized_metric", "optimized_value",
                 "num_params", "step_ms_median", "samples_per_s", "peak_rss_mb", "peak_rss_delta_mb", "wall_s",
-                "global_step", "epochs", "backend", "cell", "task", "data", "finished_at", "world_size", "threads",
-                "data_sha256", "data_sources", "environment"}  # fmt: skip
+                "global_step", "epochs", "stopped_early", "backend", "cell", "task", "data", "finished_at",
+                "world_size", "threads", "data_sha256", "data_sources", "environment"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -160,3 +160,19 @@ class RecurrentTask(L.LightningModule):
     @staticmethod
     def tokens_of(batch: Any) -> int:
         return int(batch[0].numel())
+
+    def token_embeddings(self, weights: dict[str, Any]) -> list[tuple[str, Any, list[str]]]:
+        """(tag, matrix [V, D], the V tokens) for each token table of the network, from ``weights`` (float64 arrays
+        by torch's names, ``Backend.weights``): what rnnlab.projector shows. ``embedding.weight`` when the network
+        has an embedding; with one-hot inputs the columns of the first layer's ``weight_ih_l0`` (and of
+        ``weight_ih_l0_reverse``, appended), which is what each token adds to the pre-activations; none for float
+        inputs."""
+        import numpy as np
+
+        spec, tokens = self.spec, list(self.vocab.itos)
+        if spec.input_features > 0 or not tokens:
+            return []
+        if spec.has_embedding:
+            return [("embedding", weights["embedding.weight"], tokens)]
+        names = ["rnn.weight_ih_l0", *(["rnn.weight_ih_l0_reverse"] if spec.bidirectional else [])]
+        return [("input_weights", np.concatenate([weights[n].T for n in names], axis=1), tokens)]

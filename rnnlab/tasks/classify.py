@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    BinaryAUROC,
+    BinaryROC,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from rnnlab.tasks.base import RecurrentTask
 from rnnlab.tasks.objectives import CrossEntropy
@@ -15,7 +21,8 @@ class ClassifyTask(RecurrentTask):
     """Cross-entropy of the class logits from the final hidden state. Logs train/loss, train/acc and, per epoch,
     {val,test}/loss, {val,test}/acc, {val,test}/f1 (macro) and, for two classes, {val,test}/auroc (ROC AUC of the
     class-1 probability). After every validation a confusion-matrix image (``val/confusion_matrix``; rows: true
-    class, columns: predicted) goes to TensorBoard and the run's figures."""
+    class, columns: predicted) goes to TensorBoard and the run's figures and, for two classes, beside it the ROC
+    curve of the class-1 probability with its area (``val/roc``). More classes get no ROC picture."""
 
     head = "final"
     objective = CrossEntropy()
@@ -32,6 +39,7 @@ class ClassifyTask(RecurrentTask):
         )
         if c == 2:
             self.metrics.update({f"{stage}_auroc": BinaryAUROC() for stage in ("val", "test")})
+        self.roc = BinaryROC() if c == 2 else None  # every validation probability (thresholds=None): the exact curve
         self.confusion = MulticlassConfusionMatrix(num_classes=c)
 
     def validation_metrics(self, datamodule: Any) -> set[str]:
@@ -59,6 +67,8 @@ class ClassifyTask(RecurrentTask):
             self.log(f"{stage}/auroc", auroc, on_epoch=True)
         if stage == "val":
             self.confusion.update(logits.argmax(-1), y)
+            if self.roc is not None:
+                self.roc.update(torch.softmax(logits.double(), dim=-1)[:, 1], y)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -69,11 +79,46 @@ class ClassifyTask(RecurrentTask):
     def on_validation_epoch_end(self) -> None:
         matrix = self.confusion.compute().cpu().numpy()
         self.confusion.reset()
+        curve = None
+        if self.roc is not None:
+            curve = roc_points(self.roc)
+            self.roc.reset()
         if self.trainer is not None and not self.trainer.sanity_checking:
             from rnnlab.plots import log_figure
 
             names = getattr(self.trainer.datamodule, "class_names", None) or [str(i) for i in range(len(matrix))]
             log_figure(self, "val/confusion_matrix", plot_confusion(matrix, names, f"step {self.global_step}"))
+            if curve is not None:
+                log_figure(self, "val/roc", plot_roc(*curve, names, f"step {self.global_step}"))
+
+
+def roc_points(roc: Any) -> tuple[Any, Any, float]:
+    """(false-positive rates, true-positive rates, area under the curve) of a BinaryROC that saw every score: one
+    point per distinct score from (0, 0) to (1, 1) (torchmetrics divides the counts in float32, as for val/auroc);
+    the area by the trapezoid rule, which equals the Mann-Whitney statistic, ties counting one half."""
+    import numpy as np
+
+    fpr, tpr, _ = roc.compute()
+    fpr, tpr = fpr.double().cpu().numpy(), tpr.double().cpu().numpy()
+    return fpr, tpr, float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def plot_roc(fpr: Any, tpr: Any, auroc: float, names: list[str], title: str) -> Any:
+    """The ROC curve of the class-1 (``names[1]``) probability, with the chance diagonal and the AUROC."""
+    from rnnlab.plots import new_figure
+
+    fig = new_figure(4.6, 4.3)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="chance (0.5)")
+    ax.plot(fpr, tpr, color="C0", linewidth=1.8, label=f"AUROC = {auroc:.4f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"false-positive rate (true {names[0]} called {names[1]})")
+    ax.set_ylabel(f"true-positive rate ({names[1]} found)")
+    ax.set_title(f"ROC, class {names[1]}, {title}")
+    ax.legend(loc="lower right")
+    return fig
 
 
 def plot_confusion(matrix: Any, names: list[str], title: str) -> Any:

@@ -261,6 +261,13 @@ class Seq2SeqTask(RecurrentTask):
             output = [target_itos[i] if i < len(target_itos) else str(i) for i in hyp] + ["<eos>"]
             self._heatmaps.append((source, output[:steps], weights[b, :steps, :n_src]))
 
+    def token_embeddings(self, weights: dict[str, Any]) -> list[tuple[str, Any, list[str]]]:
+        """The source and the target embedding, each with its vocabulary (rnnlab.projector)."""
+        return [
+            ("src_embedding", weights["src_embedding.weight"], list(self.vocab.itos)),
+            ("tgt_embedding", weights["tgt_embedding.weight"], self._target_itos()),
+        ]
+
     def _target_itos(self) -> list[str]:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         vocab = getattr(dm, "target_vocab", None)

@@ -65,6 +65,8 @@ TASKS: dict[str, tuple[str, ...]] = {
     "regress": ("task=regress", "data=adding", "data.length=10", "data.num_train=96", "data.num_val=32",
                 "data.num_test=32", "data.batch_size=16", "optimizer=adagrad"),
     "seq2seq": ("task=seq2seq", "data=dates", "data.num_samples=200", "data.batch_size=8", "task.teacher_forcing=0.5"),
+    "anomaly": ("task=anomaly", "data=mitdb", "data.window=16", "data.batch_size=8", "optimizer=sgd",
+                "optimizer.lr=0.05"),
     "polyphonic": ("task=polyphonic", "data=jsb_chorales", "data.max_chorales=10", "data.batch_size=2",
                    "optimizer=rmsprop", "optimizer.lr=0.003", "optimizer.centered=true", "task.sample_length=0"),
 }  # fmt: skip
@@ -79,6 +81,7 @@ EXTRA: dict[tuple[str, str], tuple[str, ...]] = {
     ("language_model", "rnn"): ("model.embed_dim=0",),  # one-hot characters
     ("language_model", "gru"): ("model.bidirectional=false",),  # validate() refuses a backward direction here
     ("polyphonic", "gru"): ("model.bidirectional=false",),  # ... and here
+    ("anomaly", "gru"): ("model.bidirectional=false",),  # ... and here
     ("regress", "rnn"): ("model.nonlinearity=relu",),
     ("seq2seq", "rnn"): ("model.attention=none",),
     ("seq2seq", "lstm"): ("model.attention=additive",),

@@ -125,6 +125,21 @@ def parse_chords(text: str) -> Any:
 def load_generator(path: str, device: str = "cpu") -> Any:
     """The task module of a language-model or polyphonic checkpoint (either backend); one-line errors for anything
     else."""
+
+    def check(task: str, saved: dict[str, Any]) -> None:
+        if task not in GENERATING_TASKS:
+            raise UsageError(
+                f"ckpt_path: a task={task} checkpoint; rnnlab-generate needs task=language_model or "
+                f"task=polyphonic: {path}"
+            )
+
+    return load_task(path, device, check)
+
+
+def load_task(path: str, device: str, check: Any) -> Any:
+    """The task module of a checkpoint of either backend, in eval mode, with the plug-ins its run recorded
+    imported first; ``check(task_name, checkpoint)`` refuses a task the caller cannot use (raise UsageError).
+    One-line UsageErrors for a missing, empty, corrupt or non-finite checkpoint."""
     import torch
 
     file = Path(path).expanduser()
@@ -155,14 +170,11 @@ def load_generator(path: str, device: str = "cpu") -> Any:
             f"ckpt_path: the checkpoint's weights hold NaN or Inf ({bad[0]}{more}); it cannot be used: {path}"
         )
     task = (saved.get("hyper_parameters", {}).get("task") or {}).get("name")
-    if str(task) not in GENERATING_TASKS:
-        raise UsageError(
-            f"ckpt_path: a task={task} checkpoint; rnnlab-generate needs task=language_model or task=polyphonic: {path}"
-        )
     from rnnlab.registry import RegistryError
     from rnnlab.runtime.resume import import_recorded_plugins
 
-    import_recorded_plugins(saved, path)  # the run's plug-in cell, without plugins= here
+    import_recorded_plugins(saved, path)  # the run's plug-in cell or task, without plugins= here
+    check(str(task), saved)
     from rnnlab.tasks import task_class
 
     task_cls = task_class(str(task))

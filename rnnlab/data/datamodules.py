@@ -141,6 +141,11 @@ class SyntheticTextDataModule(_Loaders):
         self.vocab = CharVocab([PAD, *synthetic_text.ALPHABET])
         self.pad_id = 0
         self.num_outputs = num_classes
+        self.class_names = list(synthetic_text.ALPHABET[:num_classes])  # label i: letter i occurs most often
+
+    def predict_info(self) -> dict[str, Any]:
+        """How rnnlab-predict reads new text for this data (saved with the checkpoint): characters, none unknown."""
+        return {"tokenizer": "chars", "unknown": None, "labels": list(self.class_names)}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

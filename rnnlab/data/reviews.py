@@ -39,7 +39,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -51,6 +50,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Sampler
 
 from rnnlab.atomic import atomic_file
+from rnnlab.data import tokenizers
 from rnnlab.data.datamodules import PAD, PaddedSequences, _Loaders
 from rnnlab.data.sampling import SkipOnce
 from rnnlab.data.vocab import CharVocab
@@ -63,17 +63,12 @@ SOURCES = {"imdb": "imdb", "rt_sentences": "rotten_tomatoes"}  # data.name -> th
 CLASS_NAMES = ["negative", "positive"]
 FORMAT_VERSION = 1  # bump when tokenizing, splitting, the vocabulary or the cache layout change
 POOL_BATCHES = 50  # LengthBucketSampler: batches per pool that is sorted by length
-_TAGS = re.compile(r"<[^>]+>")
-_TOKENS = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case word and punctuation tokens of ``text``; HTML tags (``<br />``) are dropped.
-
-    A word is a run of letters and digits with at most one apostrophe suffix ("isn't", "film's"); every other
-    non-space character is a token of its own.
-    """
-    return _TOKENS.findall(_TAGS.sub(" ", text.lower()))
+    """Lower-case word and punctuation tokens of ``text`` (rnnlab.data.tokenizers.reviews, which rnnlab-predict
+    applies to new text by the name ``reviews``)."""
+    return tokenizers.reviews(text)
 
 
 def reviews_csv() -> Path:
@@ -343,6 +338,12 @@ class ReviewsDataModule(_Loaders):
         self.vocab = CharVocab(itos)
         self.splits = {k: PaddedSequences(s.ids, s.lengths, s.labels) for k, s in splits.items()}
         self.rows = {k: s.rows for k, s in splits.items()}
+
+    def predict_info(self) -> dict[str, Any]:
+        """How rnnlab-predict reads new text for this data (saved with the checkpoint): the same tokens, unknown
+        words as ``<unk>``, the first ``max_len`` tokens, and a text without a token as one ``<unk>``."""
+        return {"tokenizer": "reviews", "unknown": UNK, "empty_as_unknown": True,
+                "max_len": int(self.settings.max_len), "labels": list(self.class_names)}  # fmt: skip
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.bucket:

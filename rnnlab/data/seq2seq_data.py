@@ -126,6 +126,12 @@ class Seq2SeqDataModule(_Loaders):
             for split, items in pairs.items()
         }
 
+    def predict_info(self) -> dict[str, Any]:
+        """How rnnlab-predict reads new text and writes the output (saved with the checkpoint): source characters,
+        unknown ones as ``<unk>`` (as in training); the target vocabulary and the separator of its tokens."""
+        return {"tokenizer": "chars", "unknown": UNK, "target_vocab": list(self.target_vocab.itos),
+                "target_separator": self.target_separator}  # fmt: skip
+
     def decode_target(self, ids: Sequence[int]) -> str:
         return self.target_separator.join(self.target_vocab.itos[int(i)] for i in ids)
 

@@ -215,6 +215,11 @@ class CopyDataModule(_Loaders):
         self.num_outputs = len(self.vocab)
         self.label_names = self.vocab.itos
 
+    def predict_info(self) -> dict[str, Any]:
+        """How rnnlab-predict reads new text for this data (saved with the checkpoint): tokens separated by
+        whitespace (``s1 s2 <blank> <go> ...``), none unknown."""
+        return {"tokenizer": "words", "unknown": None, "labels": list(self.label_names)}
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
@@ -445,6 +450,11 @@ class NerSynthDataModule(_Loaders):
         self.label_names = LABELS
         self.num_outputs = len(LABELS)
         self.vocab = CharVocab([PAD, UNK])  # the words are added by setup (from the training split)
+
+    def predict_info(self) -> dict[str, Any]:
+        """How rnnlab-predict reads new text for this data (saved with the checkpoint): words separated by
+        whitespace, case kept (punctuation is a word of its own: "Paris ."), unknown words as ``<unk>``."""
+        return {"tokenizer": "words", "unknown": UNK, "labels": list(self.label_names)}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -92,6 +92,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "stocks": ("log_return", "price"),  # what the backtest can turn into a return
     "airline": ("passengers",),
 }
+# per source: the column of its file that holds the time of a row
+TIME_COLUMNS: dict[str, str] = {"weather": "date", "stocks": "date", "airline": "month"}
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -111,13 +113,23 @@ def _cyclic(frame: pd.DataFrame, name: str, phase: np.ndarray) -> None:
     frame[f"{name}_cos"] = np.cos(2 * np.pi * phase)
 
 
+def _doy(frame: pd.DataFrame, times: Any) -> None:
+    """doy_sin, doy_cos: the day of the year on the unit circle."""
+    _cyclic(frame, "doy", (pd.DatetimeIndex(times).dayofyear.to_numpy() - 1) / 365.25)
+
+
+def _month(frame: pd.DataFrame, times: Any) -> None:
+    """month_sin, month_cos: the month of the year on the unit circle."""
+    _cyclic(frame, "month", (pd.DatetimeIndex(times).month.to_numpy() - 1) / 12)
+
+
 def load_weather() -> pd.DataFrame:
     """Daily Seattle weather, indexed by date, with the measurements and the day-of-year features."""
     path = vega_file("seattle-weather.csv")
     raw = pd.read_csv(path)
     frame = raw.set_index(pd.to_datetime(raw["date"], format="%Y/%m/%d"))[list(DEFAULT_FEATURES["weather"])]
     frame = frame.sort_index().astype(np.float64)
-    _cyclic(frame, "doy", (frame.index.dayofyear.to_numpy() - 1) / 365.25)
+    _doy(frame, frame.index)
     return frame
 
 
@@ -127,7 +139,35 @@ def load_airline(path: Path = AIRLINE_CSV) -> pd.DataFrame:
         raise DataError(f"data=airline: file not found: {path}")
     raw = pd.read_csv(path)
     frame = raw.set_index(pd.to_datetime(raw["month"], format="%Y-%m"))[["passengers"]].astype(np.float64)
-    _cyclic(frame, "month", (frame.index.month.to_numpy() - 1) / 12)
+    _month(frame, frame.index)
+    return frame
+
+
+def derive_features(name: str, frame: pd.DataFrame, needed: Sequence[str]) -> pd.DataFrame:
+    """The columns of ``needed`` that source ``name`` computes, added to a frame read from a file of the source's
+    own layout when it lacks them (rnnlab-predict): ``doy_sin``/``doy_cos`` from ``date`` (weather),
+    ``month_sin``/``month_cos`` from ``month`` (airline), the stock features from ``price`` (stocks; its first
+    RSI_PERIOD rows are dropped, as in training, and the others keep their row labels). Columns that are there
+    already are used as they are; what cannot be computed stays missing, for the caller to name."""
+    missing = [c for c in needed if c not in frame.columns]
+    time = TIME_COLUMNS.get(name)
+    calendar = {"weather": ("doy", _doy), "airline": ("month", _month)}.get(name)
+    if calendar is not None and time in frame.columns and any(c.startswith(f"{calendar[0]}_") for c in missing):
+        try:
+            times = pd.to_datetime(frame[time].astype(str), format="mixed")
+        except (ValueError, TypeError) as err:
+            raise DataError(f"column {time}: cannot read the times ({str(err).splitlines()[0]})") from None
+        out = frame.copy()
+        calendar[1](out, times)
+        return out
+    if name == "stocks" and "price" in frame.columns and any(c in COLUMNS["stocks"] for c in missing):
+        prices = pd.to_numeric(frame["price"], errors="coerce")
+        if prices.isna().any() or (prices <= 0).any():
+            row = int(np.flatnonzero(prices.isna().to_numpy() | (prices <= 0).to_numpy())[0])
+            raise DataError(f"column price, row {row + 1}: {frame['price'].iloc[row]!r} is not a positive number")
+        derived = stock_features(prices.to_numpy(np.float64), frame.index)
+        others = frame.loc[derived.index, [c for c in frame.columns if c not in derived.columns]]
+        return pd.concat([others, derived], axis=1)
     return frame
 
 
@@ -303,6 +343,7 @@ class ForecastDataModule(_Loaders):
         log_target: bool = False,
         residual: bool = False,
         source: Path | None = None,
+        time_column: str | None = None,
     ):
         super().__init__(batch_size, num_workers, pin_memory, seed)
         self.name = name
@@ -316,6 +357,7 @@ class ForecastDataModule(_Loaders):
         self.backtest = backtest
         self.log_target = log_target
         self.residual = residual
+        self.time_column = time_column
         self.vocab = CharVocab([])  # float inputs: no symbols
         self.input_features = len(self.features)
         self.num_outputs = horizon * len(self.targets)
@@ -382,6 +424,7 @@ class ForecastDataModule(_Loaders):
             "backtest": self.backtest,
             "log_target": self.log_target,
             "residual": self.residual,
+            "time_column": self.time_column,
         }
 
 
@@ -438,5 +481,6 @@ def build_forecast(data_cfg: Any, seed: int, cache_dir: str | None, **common: An
         backtest=backtest,
         log_target=bool(data_cfg.get("log_target", False)),
         residual=bool(data_cfg.get("residual", False)),
+        time_column=TIME_COLUMNS[name],
         **common,
     )

@@ -34,7 +34,12 @@ class RecurrentTask(L.LightningModule):
     * ``objective``: a loss with a torch and a NumPy form (rnnlab.tasks.objectives);
     * ``net_inputs(batch)`` and ``batch_targets(batch)`` when the defaults ((inputs, lengths or None) and the last
       element) do not fit, and ``prediction_offset(x)`` for a term added to the head's output;
-    * ``training_metrics`` and its evaluation (``validation_step`` / ``test_step``), on torch tensors.
+    * ``training_metrics`` and its evaluation (``validation_step`` / ``test_step``), on torch tensors;
+    * for ``rnnlab-predict``: ``predict_input`` (``"lines"``: text lines, ``"csv"``: a table; None, the default:
+      the command refuses the task's checkpoints) and ``predict_records(inputs)``, which turns them into the
+      network's inputs with what the checkpoint holds, runs the model and returns one dict per output row
+      (rnnlab.predict). ``predict_info``, the data module's ``predict_info()`` when it has one (its tokenizer,
+      label names, target vocabulary, ...), is saved with every checkpoint for it.
 
     The backend (``self.backend``) runs the training step: with ``backend="torch"`` Lightning optimizes
     automatically (autograd, torch.optim, its own gradient clipping); with ``backend="numpy"`` the backend optimizes
@@ -46,6 +51,8 @@ class RecurrentTask(L.LightningModule):
     head: str = "final"
     objective: Any = CrossEntropy()
     spec_class: Any = NetSpec
+    predict_input: str | None = None  # rnnlab-predict's input: "lines", "csv", or None (not supported)
+    predict_format: str = "table"  # rnnlab-predict's default output format for this task
 
     def __init__(
         self,
@@ -60,6 +67,7 @@ class RecurrentTask(L.LightningModule):
         accumulate_grad_batches: int = 1,
         weight_noise: float = 0.0,
         scheduler: dict[str, Any] | None = None,
+        predict_info: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the run logs a flat, readable copy itself
@@ -70,6 +78,19 @@ class RecurrentTask(L.LightningModule):
         self.backend = backend_named(backend)
         self.net = self.backend.build_network(self.spec, seed, dtype)
         self.automatic_optimization = self.backend.automatic_optimization
+
+    def setup(self, stage: str) -> None:
+        """Keep the data module's ``predict_info()`` (how new inputs are read) in the hyperparameters, so every
+        checkpoint carries it."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "predict_info"):
+            self.hparams["predict_info"] = datamodule.predict_info()
+
+    def input_dtype(self) -> torch.dtype:
+        """The dtype of the network's float inputs: its parameters' (torch) or its arrays' (NumPy)."""
+        if self.backend == "numpy":
+            return torch.float64 if str(self.hparams.get("dtype", "float32")) == "float64" else torch.float32
+        return next(self.net.parameters()).dtype
 
     # ------------------------------------------------------------------------------------ what a batch holds
     def net_inputs(self, batch: Any) -> tuple[Any, ...]:

@@ -26,6 +26,7 @@ class ClassifyTask(RecurrentTask):
 
     head = "final"
     objective = CrossEntropy()
+    predict_input = "lines"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -51,6 +52,24 @@ class ClassifyTask(RecurrentTask):
 
     def training_metrics(self, batch: Any, loss: torch.Tensor, logits: torch.Tensor | None) -> dict[str, Any]:
         return {"acc": (logits.argmax(-1) == batch[2]).float().mean()}
+
+    def predict_records(self, lines: list[str]) -> list[dict[str, Any]]:
+        """rnnlab-predict: per text line, the most probable class and every class's probability (the softmax of
+        the logits, in float64), the classes named as the data names them."""
+        from rnnlab.tasks.inputs import chunks, padded, predict_info, read_lines
+
+        info = predict_info(self)
+        names = list(info.get("labels") or [str(i) for i in range(self.spec.num_outputs)])
+        records = []
+        for chunk in chunks(read_lines(lines, info, self.vocab.stoi)):
+            with torch.no_grad():
+                logits = self(*padded(chunk, self.spec.padding_idx or 0, self.device))
+            probs = torch.softmax(logits.double(), dim=-1).cpu().tolist()
+            for line, p in zip(chunk, probs, strict=True):
+                best = max(range(len(p)), key=p.__getitem__)
+                records.append({"line": line.number, "text": line.text, "label": names[best],
+                                "p": dict(zip(names, p, strict=True))})  # fmt: skip
+        return records
 
     def _evaluate(self, batch: Any, stage: str) -> None:
         x, lengths, y = batch

@@ -78,11 +78,21 @@ def backtest(predicted_return: np.ndarray, actual_return: np.ndarray) -> dict[st
     }
 
 
+def pd_numeric(column: Any) -> np.ndarray:
+    """A table column as float64, NaN where a value is missing or not a number."""
+    import pandas as pd
+
+    return pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+
+
 class ForecastTask(RegressTask):
     """Logs train/loss and, per split, {val,test}/{loss, mae, rmse, mape, mae_persistence}; on data=stocks also
     test/{backtest_return, buy_hold_return, backtest_exposure}. ``series`` (from the data module's
     ``series_info()``: features, targets, horizon, the training normalization statistics, the backtest kind) is
     saved with the checkpoint, so a reloaded model reports in original units without the data."""
+
+    predict_input = "csv"
+    predict_format = "csv"
 
     def __init__(self, *args: Any, series: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -90,6 +100,7 @@ class ForecastTask(RegressTask):
         self._outputs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"val": [], "test": []}
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "series_info"):
             self.series = datamodule.series_info()
@@ -141,6 +152,69 @@ class ForecastTask(RegressTask):
             return z
         v = z * np.asarray(self.series["target_std"]) + np.asarray(self.series["target_mean"])
         return np.exp(v) if self.series.get("log_target") else v
+
+    def predict_records(self, frame: Any) -> list[dict[str, Any]]:
+        """rnnlab-predict: forecasts from a table (a pandas DataFrame read from CSV) with the training data's
+        columns, in time order. Every row from the window's last on is a forecast origin: the model reads the
+        ``window`` rows up to it, normalized with the training statistics, and forecasts the ``horizon`` rows
+        after it, mapped back to original units (``denormalize``). One record per (origin, step, target): the
+        origin's row number in the table (0-based, the header not counted) and, when the table has the data's
+        time column, its time."""
+        from rnnlab.data.timeseries import derive_features
+        from rnnlab.errors import DataError
+        from rnnlab.tasks.inputs import InputError
+
+        series = self.series or {}
+        if "time_column" not in series:
+            raise InputError(
+                "ckpt_path: this task=forecast checkpoint does not record its data's time column (it was written "
+                "before rnnlab-predict existed); train it again to use it"
+            )
+        features, targets, window = list(series["features"]), list(series["targets"]), int(series["window"])
+        try:
+            frame = derive_features(str(series.get("data")), frame, features)
+        except DataError as err:
+            raise InputError(f"input: {err}") from None
+        missing = [c for c in features if c not in frame.columns]
+        if missing:
+            raise InputError(f"input: column {missing[0]!r} is missing; the model reads the columns "
+                             f"{', '.join(features)}")  # fmt: skip
+        values = np.empty((len(frame), len(features)))
+        for j, name in enumerate(features):
+            column = pd_numeric(frame[name])
+            bad = np.flatnonzero(~np.isfinite(column))
+            if len(bad):
+                raise InputError(f"input: column {name!r}, data row {frame.index[bad[0]] + 1}: "
+                                 f"{frame[name].iloc[bad[0]]!r} is not a finite number")  # fmt: skip
+            values[:, j] = column
+        if len(values) < window:
+            raise InputError(f"input: {len(values)} data rows, fewer than the window of {window} rows the model reads")
+        index = list(series["target_index"])
+        if series.get("log_target"):
+            low = np.flatnonzero((values[:, index] <= 0).any(axis=1))
+            if len(low):
+                name = targets[int(np.argmax(values[low[0], index] <= 0))]
+                raise InputError(f"input: column {name!r}, data row {frame.index[low[0]] + 1}: the model forecasts "
+                                 f"ln({name}), which needs values > 0")  # fmt: skip
+            values[:, index] = np.log(values[:, index])
+        z = (values - np.asarray(series["feature_mean"])) / np.asarray(series["feature_std"])
+        z = torch.from_numpy(z).to(self.input_dtype())
+        origins = np.arange(window - 1, len(z))
+        time = series.get("time_column")
+        times = frame[time].astype(str).tolist() if time in frame.columns else None
+        rows = list(frame.index)
+        records = []
+        for start in range(0, len(origins), 256):
+            batch = origins[start : start + 256]
+            x = torch.stack([z[o - window + 1 : o + 1] for o in batch]).to(self.device)
+            with torch.no_grad():
+                pred = self.denormalize(self(x).cpu().double().numpy())
+            for o, forecast in zip(batch, pred, strict=True):
+                where = {"origin": int(rows[o])} | ({time: times[o]} if times is not None else {})
+                for k in range(forecast.shape[0]):
+                    for j, name in enumerate(targets):
+                        records.append({**where, "step": k + 1, "target": name, "prediction": float(forecast[k, j])})
+        return records
 
     def split_results(self, stage: str) -> dict[str, Any] | None:
         """Concatenated (pred, actual, last) of the split in original units, and its metrics; None when the split

@@ -132,6 +132,7 @@ class Seq2SeqTask(RecurrentTask):
     head = "network"  # the encoder-decoder ends in its own output layer: logits = net(src, src_len, tgt_in, teacher)
     objective = CrossEntropy(ignore_index=IGNORE)
     spec_class = Seq2SeqSpec
+    predict_input = "lines"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -226,6 +227,23 @@ class Seq2SeqTask(RecurrentTask):
         if beam <= 1:
             return greedy_decode(self.net, src_in, len_in, max_len, s.sos_id, s.eos_id)[0]
         return beam_search(self.net, src_in, len_in, beam, max_len, s.sos_id, s.eos_id)
+
+    def predict_records(self, lines: list[str]) -> list[dict[str, Any]]:
+        """rnnlab-predict: per text line, the output decoded as the evaluation decodes (``decode``: greedy, or beam
+        search with ``task.beam_size`` > 1), its tokens joined as the data joins them (phonemes by spaces)."""
+        from rnnlab.tasks.inputs import chunks, padded, predict_info, read_lines
+
+        info = predict_info(self)
+        itos = list(info["target_vocab"])
+        separator = str(info.get("target_separator", ""))
+        records = []
+        for chunk in chunks(read_lines(lines, info, self.vocab.stoi)):
+            with torch.no_grad():
+                hyps = self.decode(*padded(chunk, self.spec.pad_id, self.device))
+            for line, hyp in zip(chunk, hyps, strict=True):
+                output = separator.join(itos[i] for i in hyp)
+                records.append({"line": line.number, "input": line.text, "output": output})
+        return records
 
     def _evaluate(self, batch: Any, stage: str, batch_idx: int) -> None:
         src, src_len, tgt, _ = batch

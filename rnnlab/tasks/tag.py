@@ -87,6 +87,7 @@ class TagTask(RecurrentTask):
 
     head = "per_step"
     objective = CrossEntropy(ignore_index=IGNORE)
+    predict_input = "lines"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -100,6 +101,22 @@ class TagTask(RecurrentTask):
     def training_metrics(self, batch: Any, loss: torch.Tensor, logits: torch.Tensor | None) -> dict[str, Any]:
         y = batch[2]
         return {"acc": (logits.argmax(-1) == y)[y != IGNORE].float().mean()}
+
+    def predict_records(self, lines: list[str]) -> list[dict[str, Any]]:
+        """rnnlab-predict: per text line, its tokens and the most probable label of each (the argmax of the logits,
+        as the evaluation scores it), labels named as the data names them."""
+        from rnnlab.tasks.inputs import chunks, padded, predict_info, read_lines
+
+        info = predict_info(self)
+        names = list(info.get("labels") or [str(i) for i in range(self.spec.num_outputs)])
+        records = []
+        for chunk in chunks(read_lines(lines, info, self.vocab.stoi)):
+            with torch.no_grad():
+                pred = self(*padded(chunk, self.spec.padding_idx or 0, self.device)).argmax(-1).cpu().tolist()
+            for line, row in zip(chunk, pred, strict=True):
+                tags = [names[i] for i in row[: len(line.tokens)]]
+                records.append({"line": line.number, "tokens": line.tokens, "tags": tags})
+        return records
 
     # ------------------------------------------------------------------------------------------- evaluation
     def _evaluate(self, batch: Any, stage: str) -> None:

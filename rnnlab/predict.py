@@ -8,9 +8,11 @@ Arguments are key=value pairs (the same style as rnnlab-train's overrides). The 
 model and says how to read new inputs. task=classify, tag and seq2seq read text, one input per line (a file, or
 standard input with ``input=-``): classify prints each line's label and class probabilities, tag its tokens with
 their tags, seq2seq its output string (decoded as the task's evaluation decodes). task=forecast reads a CSV with
-the training data's columns and prints the forecasts from every origin as CSV. Each task turns its raw inputs into
-records (its ``predict_records``); this command renders them as an aligned table, JSON lines or CSV. Bad input
-ends in one line naming the line, column or file, and exit status 1. ``--help`` answers without importing torch.
+the training data's columns and prints the forecasts from every origin as CSV; task=anomaly reads a CSV series
+and prints every step's score and flag (1: anomalous, at the threshold chosen on validation) as CSV. Each task turns
+its raw inputs into records (its ``predict_records``); this command renders them as an aligned table, JSON lines or
+CSV. Bad input ends in one line naming the line, column or file, and exit status 1. ``--help`` answers without
+importing torch.
 """
 
 from __future__ import annotations
@@ -23,8 +25,14 @@ from rnnlab.errors import RnnlabError
 from rnnlab.generate import UsageError
 
 KEYS: dict[str, tuple[str | None, str]] = {
-    "ckpt_path": (None, "a checkpoint written by rnnlab-train task=classify, tag, seq2seq or forecast (required)"),
-    "input": (None, "a text file (one input per line) or, for forecast, a CSV; - reads standard input (required)"),
+    "ckpt_path": (
+        None,
+        "a checkpoint written by rnnlab-train task=classify, tag, seq2seq, forecast or anomaly (required)",
+    ),
+    "input": (
+        None,
+        "a text file (one input per line) or, for forecast and anomaly, a CSV; - reads standard input (required)",
+    ),
     "format": (None, "table (aligned), jsonl (JSON per line) or csv; default: table for text, csv for forecast"),
     "device": ("cpu", "torch device for a torch-backend checkpoint (cpu, cuda, cuda:1, ...)"),
 }

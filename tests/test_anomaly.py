@@ -295,6 +295,35 @@ def test_a_reloaded_model_scores_a_raw_series_as_validation_did(compose, tmp_pat
     test_metrics = recorder.runs[-1].test_metrics  # logged in float32
     assert test_metrics["test/auroc"] == pytest.approx(auroc(out["score"][-1125:], dm.labels[-1125:]), rel=1e-6)
     assert "val/f1" not in recorder.runs[-1].metrics  # no labelled validation step: nothing to measure there
+    # rnnlab-predict on the record's own CSV (its columns data, label): every step's score and flag as score_series
+    # gives them, the labels passed through; a CSV under another column name is read from its one numeric column
+    from rnnlab.data.anomaly import MITDB_CSV
+    from rnnlab.predict import predict, render_csv
+
+    ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
+    records, form = predict({"ckpt_path": ckpt, "input": str(MITDB_CSV), "format": None, "device": "cpu"})
+    assert form == "csv"
+    assert [r["row"] for r in records] == list(range(7500))
+    assert [r["label"] for r in records] == dm.labels.tolist()
+    scores = np.array([np.nan if r["score"] is None else r["score"] for r in records])
+    np.testing.assert_array_equal(scores, out["score"])
+    assert [r["flag"] for r in records] == out["flag"].astype(int).tolist()
+    assert render_csv(records).splitlines()[0] == "row,data,score,flag,label"
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"mv": dm.values[:40]}).to_csv(other, index=False)
+    again, _ = predict({"ckpt_path": ckpt, "input": str(other), "format": "jsonl", "device": "cpu"})
+    assert [r["score"] for r in again[16:]] == pytest.approx(out["score"][16:40].tolist(), rel=1e-12)
+    assert all(r["score"] is None for r in again[:16])
+    from rnnlab.tasks.inputs import InputError
+
+    with pytest.raises(InputError, match="needs more than 16"):
+        predict({"ckpt_path": ckpt, "input": str(_short(tmp_path, dm.values[:10])), "format": None, "device": "cpu"})
+
+
+def _short(tmp_path, values) -> object:
+    path = tmp_path / "short.csv"
+    pd.DataFrame({"data": values}).to_csv(path, index=False)
+    return path
 
 
 @pytest.mark.compose

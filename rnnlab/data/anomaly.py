@@ -229,6 +229,7 @@ class AnomalyDataModule(_Loaders):
         seed: int = 0,
         source: Path | None = None,
         injected: list[dict[str, Any]] | None = None,
+        columns: tuple[str, str | None] = ("value", None),
     ):
         super().__init__(batch_size, num_workers, pin_memory, seed)
         self.name = name
@@ -244,6 +245,7 @@ class AnomalyDataModule(_Loaders):
         self.bounds: dict[str, tuple[int, int]] = {}
         self.event_counts: dict[str, dict[str, int]] = {}
         self.injected = injected
+        self.value_column, self.label_column = columns  # the names of the source's columns, for rnnlab-predict
 
     def source_files(self) -> list[Path]:
         return [self.source] if self.source is not None else []
@@ -297,6 +299,8 @@ class AnomalyDataModule(_Loaders):
             "std": self.std,
             "bounds": {k: list(v) for k, v in self.bounds.items()},
             "events": self.event_counts,
+            "value_column": self.value_column,
+            "label_column": self.label_column,
         }
 
 
@@ -311,6 +315,7 @@ def build_anomaly(data_cfg: Any, seed: int, cache_dir: str | None, **common: Any
     if name == "mitdb":
         source: Path | None = MITDB_CSV
         load = load_mitdb
+        columns: tuple[str, str | None] = ("data", "label")
     elif name == "anomaly_injected":
         source = vega_file(INJECTED_SOURCE)
         clean = load_seattle_temps()
@@ -318,6 +323,8 @@ def build_anomaly(data_cfg: Any, seed: int, cache_dir: str | None, **common: Any
 
         def load() -> Series:
             return Series(values, labels)
+
+        columns = ("temp", None)
 
     elif name == "anomaly_csv":
         if not data_cfg.get("path"):
@@ -328,6 +335,8 @@ def build_anomaly(data_cfg: Any, seed: int, cache_dir: str | None, **common: Any
 
         def load() -> Series:
             return read_labelled_csv(source, value_column, label_column, "data.path")
+
+        columns = (value_column, label_column)
 
     else:
         raise DataError(f"data={name}: no anomaly series of that name; expected mitdb, anomaly_injected, anomaly_csv")
@@ -341,5 +350,6 @@ def build_anomaly(data_cfg: Any, seed: int, cache_dir: str | None, **common: Any
         test_fraction=float(data_cfg.test_fraction),
         seed=seed,
         injected=injected,
+        columns=columns,
         **common,
     )

@@ -135,6 +135,8 @@ class AnomalyTask(RecurrentTask):
 
     head = "per_step"
     objective = MSE()
+    predict_input = "csv"  # rnnlab-predict: a CSV series in, every step's score and flag out as CSV
+    predict_format = "csv"
 
     def __init__(self, *args: Any, series: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -324,6 +326,49 @@ class AnomalyTask(RecurrentTask):
         flag = np.zeros(len(v), bool)
         flag[ends] = score[ends] >= self.detector["threshold"]
         return {"score": score, "flag": flag}
+
+    def predict_records(self, frame: Any) -> list[dict[str, Any]]:
+        """rnnlab-predict: the score and flag of every step of a series given as a table (a pandas DataFrame read
+        from CSV), in time order, with ``score_series`` (this model, its training normalization, its validation
+        threshold). The values are the training data's value column when the table has it (``data.value_column``;
+        ``data`` for mitdb, ``temp`` for anomaly_injected), otherwise its only numeric column. One record per row:
+        its number (0-based, the header not counted), the value, the score (empty for the first ``data.window``
+        rows, which have no full window before them) and the flag (1: anomalous); a label column of the training
+        data's name is passed through, so flags and labels can be compared."""
+        import pandas as pd
+
+        from rnnlab.tasks.inputs import InputError
+
+        series = self.series or {}
+        if "threshold" not in self.detector:
+            raise InputError("ckpt_path: this task=anomaly checkpoint has no validation threshold yet (it was saved "
+                             "before its first validation); use a checkpoint written after one")  # fmt: skip
+        column, label = series.get("value_column"), series.get("label_column")
+        if column not in frame.columns:
+            numeric = [c for c in frame.columns if c != label and pd.api.types.is_numeric_dtype(frame[c])]
+            if len(numeric) != 1:
+                raise InputError(f"input: no column {column!r} (the training data's values) and not one numeric "
+                                 f"column to take instead; columns: {', '.join(map(str, frame.columns))}")  # fmt: skip
+            column = numeric[0]
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise InputError(f"input: column {column!r}, data row {bad[0] + 1}: {frame[column].iloc[bad[0]]!r} is "
+                             "not a finite number")  # fmt: skip
+        window = int(series["window"])
+        if len(values) <= window:
+            raise InputError(f"input: {len(values)} data rows; the model scores a step from the {window} before it, "
+                             f"so it needs more than {window}")  # fmt: skip
+        scored = self.score_series(values)
+        labels = frame[label].tolist() if label is not None and label in frame.columns else None
+        records = []
+        for i, (value, score, flag) in enumerate(zip(values, scored["score"], scored["flag"], strict=True)):
+            record = {"row": i, str(column): float(value), "score": float(score) if np.isfinite(score) else None,
+                      "flag": int(flag)}  # fmt: skip
+            if labels is not None:
+                record[str(label)] = labels[i]
+            records.append(record)
+        return records
 
     # ----------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ experiments/published/README.md and its figures.
     bash scripts/reproduce_published.sh                         # every stage (2.8 hours on 2 cores)
     python scripts/published.py --stages search,tables --jobs 2  # the tables on the standard split (51 min)
     python scripts/published.py --stages report                  # the report of what has finished so far
-    python scripts/published.py --quick --jobs 2                 # every stage in miniature (6.7 min)
+    python scripts/published.py --quick --jobs 2                 # every stage in miniature (6.0 min)
 
 ``--quick``: 3 epochs of 5 batches, seeds 1-2 (1 in the noise and embedded stages), 2 candidates per search, 2
 trials per variant, the embedded split from the first 40 chorales, into outputs/published_quick (its report in

@@ -224,7 +224,7 @@ def test_every_task_refuses_every_other_kind_of_data():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         task_nodes = {task: hydra_compose("train", overrides=[f"task={task}"]).task for task in tasks}
         for data in datas:
-            extra = ["data.path=/x.txt"] if data == "text_file" else []
+            extra = ["data.path=/x.txt"] if data in ("text_file", "anomaly_csv") else []  # the sources that need a file
             kind = hydra_compose("train", overrides=[f"data={data}", *extra]).data.kind
             seen.add(kind)
             own = tasks_of_kind[kind]

@@ -114,7 +114,7 @@ def test_the_network_of_every_task_passes(capsys, task, overrides):
         assert any(n.endswith("_reverse") for n in recurrent)
     if "model.attention=additive" in overrides:
         assert {"attention.query.weight", "attention.key.weight", "attention.v.weight"} <= set(names)
-    if task not in ("forecast", "regress", "polyphonic"):  # token inputs: the embedding too
+    if task not in ("forecast", "regress", "polyphonic", "anomaly"):  # token inputs: the embedding too
         assert any("embedding" in n for n in names)
     else:  # float features: no embedding
         assert not any("embedding" in n for n in names)

@@ -265,7 +265,7 @@ def test_refused_checkpoints_are_one_line(runs, capsys, tmp_path):
     saved["hyper_parameters"]["task"]["name"] = "regress"
     torch.save(saved, tmp_path / "regress.ckpt")
     line = one_line(capsys, f"ckpt_path={tmp_path / 'regress.ckpt'}", f"input={path}")
-    applies = "rnnlab-predict applies task=classify, task=forecast, task=seq2seq, task=tag"
+    applies = "rnnlab-predict applies task=anomaly, task=classify, task=forecast, task=seq2seq, task=tag"
     assert f"a task=regress checkpoint; {applies}" in line
     saved["hyper_parameters"]["task"]["name"] = "classify"
     del saved["hyper_parameters"]["predict_info"]  # as written before rnnlab-predict

@@ -63,22 +63,36 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-def parse(argv: list[str]) -> dict[str, Any]:
-    """key=value arguments -> typed values; unknown keys and bad values raise UsageError naming the key."""
-    values = {key: default for key, (_, default, _) in KEYS.items()}
+def key_value_pairs(argv: list[str], known: Any, usage: str) -> list[tuple[str, str]]:
+    """(key, raw value) of each ``key=value`` argument (a leading ``+`` allowed, as in Hydra overrides), for
+    rnnlab-generate and rnnlab-predict; UsageError naming the argument that is not key=value or not in ``known``."""
+    pairs = []
     for arg in argv:
         key, sep, raw = arg.partition("=")
         key = key.strip().lstrip("+")
         if not sep:
-            raise UsageError(f"{arg!r} is not key=value ({USAGE})")
-        if key not in KEYS:
-            raise UsageError(f"unknown argument {key!r}; valid: {', '.join(KEYS)}")
+            raise UsageError(f"{arg!r} is not key=value ({usage})")
+        if key not in known:
+            raise UsageError(f"unknown argument {key!r}; valid: {', '.join(known)}")
+        pairs.append((key, raw))
+    return pairs
+
+
+def unquoted(raw: str) -> str:
+    """A text value without the one pair of matching quotes around it, if any."""
+    return raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'" else raw
+
+
+def parse(argv: list[str]) -> dict[str, Any]:
+    """key=value arguments -> typed values; unknown keys and bad values raise UsageError naming the key."""
+    values = {key: default for key, (_, default, _) in KEYS.items()}
+    for key, raw in key_value_pairs(argv, KEYS, USAGE):
         kind = KEYS[key][0]
         if raw.lower() in ("null", "none") and key in ("top_k", "temperature", "out"):
             values[key] = None
             continue
         if kind is str:
-            values[key] = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'" else raw
+            values[key] = unquoted(raw)
             continue
         try:
             values[key] = kind(raw)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import RnnlabError
-from rnnlab.generate import UsageError
+from rnnlab.generate import UsageError, key_value_pairs, unquoted
 
 KEYS: dict[str, tuple[str | None, str]] = {
     "ckpt_path": (
@@ -52,14 +52,8 @@ def help_text() -> str:
 def parse(argv: list[str]) -> dict[str, Any]:
     """key=value arguments -> values; unknown keys and bad values raise UsageError naming the key."""
     values: dict[str, Any] = {key: default for key, (default, _) in KEYS.items()}
-    for arg in argv:
-        key, sep, raw = arg.partition("=")
-        key = key.strip().lstrip("+")
-        if not sep:
-            raise UsageError(f"{arg!r} is not key=value ({USAGE})")
-        if key not in KEYS:
-            raise UsageError(f"unknown argument {key!r}; valid: {', '.join(KEYS)}")
-        values[key] = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'" else raw
+    for key, raw in key_value_pairs(argv, KEYS, USAGE):
+        values[key] = unquoted(raw)
     for key in ("ckpt_path", "input"):
         if not values[key]:
             raise UsageError(f"{key} is required ({USAGE})")

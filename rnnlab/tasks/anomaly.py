@@ -144,12 +144,6 @@ class AnomalyTask(RecurrentTask):
         self.detector: dict[str, Any] = {}
         self._outputs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"val": [], "test": []}
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "series_info"):
-            self.series = datamodule.series_info()
-            self.hparams["series"] = self.series  # into every checkpoint's hyper_parameters
-
     @property
     def score_window(self) -> int:
         return int(self.hparams.task.get("score_window", 1))

@@ -80,11 +80,15 @@ class RecurrentTask(L.LightningModule):
         self.automatic_optimization = self.backend.automatic_optimization
 
     def setup(self, stage: str) -> None:
-        """Keep the data module's ``predict_info()`` (how new inputs are read) in the hyperparameters, so every
-        checkpoint carries it."""
+        """Keep what the data module says about its data in the hyperparameters, so every checkpoint carries it:
+        ``predict_info()`` (how new inputs are read) and, for a series (forecast, anomaly), ``series_info()`` (its
+        columns and normalization, also kept as ``self.series``)."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "predict_info"):
             self.hparams["predict_info"] = datamodule.predict_info()
+        if datamodule is not None and hasattr(datamodule, "series_info"):
+            self.series = datamodule.series_info()
+            self.hparams["series"] = self.series
 
     def input_dtype(self) -> torch.dtype:
         """The dtype of the network's float inputs: its parameters' (torch) or its arrays' (NumPy)."""

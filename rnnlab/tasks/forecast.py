@@ -99,13 +99,6 @@ class ForecastTask(RegressTask):
         self.series = series
         self._outputs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"val": [], "test": []}
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "series_info"):
-            self.series = datamodule.series_info()
-            self.hparams["series"] = self.series  # into every checkpoint's hyper_parameters
-
     # ------------------------------------------------------------------------------------------- shapes
     @property
     def num_targets(self) -> int:

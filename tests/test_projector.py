@@ -143,3 +143,24 @@ def test_nothing_for_float_inputs_or_when_switched_off(compose, tmp_path, corpus
         assert any(board.glob("events.out.tfevents.*"))
         assert not (board / "projector_config.pbtxt").exists()
         assert not list(board.glob("*/*/tensors.tsv"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_tokens_keeps_the_first_rows_of_each_table(compose, recorder, tmp_path, corpus, backend):
+    train(compose(*LM, f"data.path={corpus}", "model.embed_dim=5", f"model.backend={backend}",
+                  "callbacks.projector.max_tokens=3", run_dir=tmp_path / "run"))  # fmt: skip
+    vocab = recorder.runs[0].datamodule.vocab.itos
+    assert len(vocab) > 3
+    matrix, tokens = projector_files(tmp_path / "run")["embedding"]
+    np.testing.assert_array_equal(matrix, checkpoint_weights(tmp_path / "run", backend)["embedding.weight"][:3])
+    assert tokens == [printable(t) for t in vocab[:3]]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True, "many"])
+def test_max_tokens_must_be_a_positive_integer_or_null(bad):
+    from rnnlab.projector import Projector
+
+    with pytest.raises(ValueError, match=r"callbacks\.projector\.max_tokens"):
+        Projector(max_tokens=bad)
+    assert Projector(max_tokens=None).max_tokens is None

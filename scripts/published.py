@@ -481,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    # Ctrl-C stops the study even when this process inherited SIGINT ignored (started in the background by a
+    # non-interactive shell, `cmd &`, or by a process that ignores it): Python then installs no handler of its own
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for stage in stages:
             if stage == "search":

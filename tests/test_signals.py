@@ -287,3 +287,40 @@ def test_a_signal_anywhere_resumes_exactly(compose, tmp_path, monkeypatch, whole
     pa, pb = params(tmp_path / "resumed", backend), params(whole_run[backend], backend)
     for key in pa:
         torch.testing.assert_close(pa[key], pb[key], rtol=0, atol=0)
+
+
+def test_a_stop_between_steps_keeps_validations_counted_in_steps(compose, tmp_path, monkeypatch):
+    """Validation every 5 global steps (check_val_every_n_epoch=null: Lightning counts the batches of the whole run,
+    batch_progress.total, which its restart does not rewind): a stop between steps 6 and 7 resumes with the
+    validations at steps 10, 15, ... as in the run left alone (before the fix: at 9, 14, ..., one batch early, found
+    when a SLURM preemption signal came between two steps)."""
+    from rnnlab.tasks.classify import ClassifyTask
+
+    settings = (*EXACT, "trainer.val_check_interval=5", "trainer.check_val_every_n_epoch=null", "trainer.max_steps=16",
+                "trainer.max_epochs=null")  # fmt: skip
+    train(compose(*settings, run_dir=tmp_path / "whole"))
+    original = ClassifyTask.on_train_batch_end
+
+    def signalled(self, *args):
+        if self.global_step == 6 and not getattr(self, "_sent", False):
+            self._sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args)
+
+    monkeypatch.setattr(ClassifyTask, "on_train_batch_end", signalled)
+    with pytest.raises(RunInterrupted):
+        train(compose(*settings, run_dir=tmp_path / "stopped"))
+    monkeypatch.undo()
+    info = summary(tmp_path / "stopped")["interrupted"]
+    assert (info["stopped"], info["checkpoint_step"]) == ("before the step", 6)
+    train(compose(*settings, f"ckpt_path={info['checkpoint']}", run_dir=tmp_path / "resumed"))
+
+    def validations(run: Path) -> list[tuple[int, float]]:
+        frame = pd.read_csv(run / "csv" / "metrics.csv")
+        rows = frame[frame["val/loss"].notna()]
+        return list(zip(rows["step"].astype(int), rows["val/loss"], strict=True))
+
+    whole, resumed = validations(tmp_path / "whole"), validations(tmp_path / "resumed")
+    assert [step for step, _ in whole] == [4, 9, 14]  # logged at step index 4: after 5 optimizer steps
+    assert resumed == [v for v in whole if v[0] >= 6]
+    assert summary(tmp_path / "resumed")["test_metrics"] == summary(tmp_path / "whole")["test_metrics"]

@@ -80,16 +80,19 @@ class GracefulStop(L.Callback):
         raise RunInterrupted(self.signals.signum)
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint written before a step (the stop above). Lightning expects checkpoints from a step's end or a
-        validation's, whose count of stepped batches is one behind (the step's end increments it after the hooks)
-        and adds one when it restarts from them; this one already counts the last step. Stored one behind like
-        theirs, the resumed run logs at the same steps as a run left alone. (With torch's own gradient
-        accumulation Lightning's restart rule differs: left as it is there.)"""
+        """A checkpoint written before a step (the stop above), stored so that the resumed run logs and validates at
+        the same steps as a run left alone. (With torch's own gradient accumulation Lightning's restart rule
+        differs: left as it is there.)"""
         if not self._before_step or trainer.accumulate_grad_batches != 1:
             return
-        state = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict")
-        if isinstance(state, dict) and isinstance(state.get("_batches_that_stepped"), int):
-            state["_batches_that_stepped"] -= 1
+        # The run's batch count, total.ready, already counts the next batch here (Lightning counts a batch ready
+        # before on_train_batch_start) and a restart does not rewind it (only the epoch's count): stored as is,
+        # validations counted in steps (check_val_every_n_epoch=null) came one batch early after the resume. Stored
+        # one back, every count says "all batches so far done", which Lightning restarts from without adding one to
+        # the count of stepped batches either (the epoch's counts it rewinds itself, as before).
+        total = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {}).get("total")
+        if isinstance(total, dict) and isinstance(total.get("ready"), int) and total["ready"] > total.get("started", 0):
+            total["ready"] -= 1
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.claim is not None:

@@ -80,9 +80,18 @@ def _task(cfg: DictConfig) -> float | None:
     claim = None
     try:
         # before anything is written into the run's directory: claim it (one run or job owns it), then write
-        # Hydra's record of the run (.hydra/), which Hydra itself is told not to write (hydra.output_subdir: null)
+        # Hydra's record of the run (.hydra/), which Hydra itself is told not to write (hydra.output_subdir: null).
+        # A job of a resumed sweep may instead be skipped, or take its earlier attempt's directory back
         try:
-            claim = rundir.claim_job_dir(hydra_cfg, multirun)
+            if multirun and cfg.get("resume_sweep") is not None:
+                from rnnlab.runtime.sweep_resume import start_job
+
+                start = start_job(cfg, hydra_cfg)
+                if start.skipped:
+                    return start.value
+                claim = start.claim
+            else:
+                claim = rundir.claim_job_dir(hydra_cfg, multirun)
         except ConfigError as err:
             raise rundir.DirectoryTaken(str(err)) from None
         if claim is not None:
@@ -261,13 +270,22 @@ def defer_swept_group_keys(argv: list[str]) -> list[str]:
 
 def _report_failed_jobs(interrupted: bool = False) -> bool:
     """After a sweep: print its failed and interrupted jobs (directory and one line each) to stderr; True if
-    there were any. ``interrupted``: a signal stopped the sweep (the jobs not started are not listed)."""
-    from rnnlab.runtime.sweeps import finish_sweep, format_failures
+    there were any. ``interrupted``: a signal stopped the sweep (the jobs not started are not listed; the line
+    after them is the command that resumes the sweep). A resumed sweep first says how many jobs it skipped,
+    resumed and started afresh."""
+    from rnnlab.runtime.sweeps import finish_sweep, format_failures, resume_command
 
-    total, failed = finish_sweep()
-    if failed:
-        sys.stderr.write(format_failures(total, failed, interrupted=interrupted))
-    return bool(failed)
+    end = finish_sweep()
+    if end.resumed:
+        sys.stderr.write(end.resumed + "\n")
+    if end.failed:
+        sys.stderr.write(format_failures(end.total, end.failed, interrupted=interrupted))
+        if interrupted and end.resumable is not None:
+            sys.stderr.write(f"rnnlab: resume the sweep: {resume_command(end.resumable, _COMMAND)}\n")
+    return bool(end.failed)
+
+
+_COMMAND: list[str] = []  # rnnlab-train's arguments as given, before it rewrites any (train_main)
 
 
 def expand_home(argv: list[str]) -> list[str]:
@@ -293,6 +311,7 @@ def train_main() -> None:
     # ranks > 0 of torchrun/srun/DDP: no Hydra files of their own
     argv = quiet_argv(expand_home(sys.argv[1:]))
     sys.argv = [sys.argv[0], *argv]
+    _COMMAND[:] = argv  # the command as given, for the line that resumes an interrupted sweep
     try:
         _main(argv)
     except SystemExit as done:

@@ -27,6 +27,7 @@ from rnnlab import specs
 from rnnlab.errors import ConfigError
 from rnnlab.registry import CELLS, DATASETS, TASKS, Entry, RegistryError, import_plugins
 from rnnlab.runtime.distributed import check_launcher, launch_devices, launch_nodes, run_stamp
+from rnnlab.runtime.search import search_seed
 from rnnlab.specs import fraction as _fraction
 from rnnlab.specs import positive as _positive
 
@@ -270,6 +271,7 @@ class TrainConfig:
     seed: int | None = 42
     threads: int | None = None  # CPU threads of torch and NumPy's BLAS (None: the libraries' defaults)
     ckpt_path: str | None = None
+    resume_sweep: str | None = None  # with -m: the directory of the sweep to resume (rnnlab.runtime.sweep_resume)
     optimized_metric: str | None = "${task.monitor}"
     run_test: bool = True  # after fit, evaluate the best checkpoint on the test split
     print_sample: bool = True  # language models: print a generated sample at the end
@@ -355,6 +357,14 @@ def job_dirname(overrides: str, limit: int = 120) -> str:
 OmegaConf.register_new_resolver("rnnlab_job_dirname", job_dirname, replace=True)
 
 
+def sweep_dir(resume: str | None, new: str) -> str:
+    """``hydra.sweep.dir``: the directory of the sweep being resumed (``resume_sweep``), else ``new``."""
+    return str(resume) if resume not in (None, "") else new
+
+
+OmegaConf.register_new_resolver("rnnlab_sweep_dir", sweep_dir, replace=True)
+
+
 def env_dir(name: str, default: str | None = None) -> str | None:
     """conf/paths/default.yaml: a directory from environment variable ``name`` with ``~`` expanded; ``default`` when
     the variable is unset or empty (an empty RNNLAB_OUTPUT_DIR would otherwise put runs under /runs)."""
@@ -370,6 +380,8 @@ OmegaConf.register_new_resolver("rnnlab_run_stamp", run_stamp, use_cache=True, r
 # conf/trainer/ddp.yaml: devices and num_nodes as torchrun or srun started the processes
 OmegaConf.register_new_resolver("rnnlab_launch_devices", launch_devices, replace=True)
 OmegaConf.register_new_resolver("rnnlab_launch_nodes", launch_nodes, replace=True)
+# conf/hparams_search/*.yaml: the sampler seed of one worker of a shared search, the base seed + the worker index
+OmegaConf.register_new_resolver("rnnlab_search_seed", search_seed, replace=True)
 
 
 def tag_monitor(data_name: str) -> str:

@@ -23,6 +23,9 @@ def one_line_error(ex: BaseException) -> str | None:
     for seen in _chain(ex):
         if isinstance(seen, RnnlabError):
             return str(seen).splitlines()[0]
+    database = _database_error(ex)  # the Optuna sweeper's storage (hydra.sweeper.storage) during a search
+    if database is not None:
+        return database
     storage = next((e for e in _chain(ex) if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS), None)
     if storage is not None:
         where = f": {storage.filename}" if storage.filename else ""
@@ -73,6 +76,22 @@ def one_line_error(ex: BaseException) -> str | None:
 
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def _database_error(ex: BaseException) -> str | None:
+    """A SQLAlchemy error (only Optuna's RDB storage uses SQLAlchemy here) in one line, or None. Its opening is
+    checked before the search starts (rnnlab.runtime.search); this covers a database that fails during it."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    found = next((e for e in _chain(ex) if isinstance(e, SQLAlchemyError)), None)
+    if found is None:
+        return None
+    text = (str(found).strip() or type(found).__name__).splitlines()[0]
+    if "database is locked" in text:  # sqlite waited its 5 s for another worker's write
+        text += " (sqlite lets one worker write at a time: fewer workers on it, or a PostgreSQL storage)"
+    return f"hydra.sweeper.storage: the Optuna storage failed during the search: {text}"
 
 
 def _chain(ex: BaseException) -> list[BaseException]:

@@ -103,15 +103,16 @@ def _train(
 
     from rnnlab.data.datamodules import build_datamodule
     from rnnlab.provenance import data_checksum
+    from rnnlab.runtime import rundir
     from rnnlab.runtime.interrupted import end_interrupted
-    from rnnlab.runtime.resume import check_finite, plan_resume
+    from rnnlab.runtime.resume import check_finite, keep_earlier_rows, plan_resume
     from rnnlab.runtime.signals import RunInterrupted
 
     route_lightning_logs()
     ckpt_path = cfg.ckpt_path
-    if ckpt_path is None and claim is not None and claim.taken_back:  # a requeued SLURM job: its own last.ckpt
-        last = run_dir / "checkpoints" / "last.ckpt"
-        ckpt_path = str(last) if last.is_file() else None
+    in_place = rundir.resumes_in_place(run_dir, claim) if ckpt_path is None else None
+    if in_place is not None:  # a requeued SLURM job, a job of a resumed sweep: from its own last.ckpt
+        ckpt_path = str(in_place)
     plan = None
     if ckpt_path is not None:
         saved = load_checkpoint(ckpt_path)
@@ -145,6 +146,8 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = OmegaConf.to_yaml(OmegaConf.create(container(cfg)))
         write_text(run_dir / "config_resolved.yaml", f"# seed used: {seed}\n{resolved}")
+    if in_place is not None and plan is not None and rank_zero_only.rank == 0:
+        keep_earlier_rows(trainer.loggers, plan.step)  # the earlier attempt's metrics.csv rows, before the log starts
     for logger in trainer.loggers:
         logger.log_hyperparams(flat_hparams(cfg, seed))
 

@@ -306,11 +306,9 @@ class Runner:
         run_dir = self.work / job.name
         resume = None
         if run_dir.exists():  # an earlier attempt that did not end: keep it, resume from its last checkpoint
-            n = 1
-            while run_dir.with_name(f"{run_dir.name}.partial-{n}").exists():
-                n += 1
-            aside = run_dir.with_name(f"{run_dir.name}.partial-{n}")
-            run_dir.rename(aside)
+            from rnnlab.runtime.rundir import set_aside
+
+            aside = set_aside(run_dir)
             last = aside / "checkpoints" / "last.ckpt"
             resume = last if last.is_file() else None
         cmd = [sys.executable, "-m", "rnnlab", *job.overrides, f"hydra.run.dir={run_dir}"]

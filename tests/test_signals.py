@@ -324,3 +324,24 @@ def test_a_stop_between_steps_keeps_validations_counted_in_steps(compose, tmp_pa
     assert [step for step, _ in whole] == [4, 9, 14]  # logged at step index 4: after 5 optimizer steps
     assert resumed == [v for v in whole if v[0] >= 6]
     assert summary(tmp_path / "resumed")["test_metrics"] == summary(tmp_path / "whole")["test_metrics"]
+
+
+@pytest.mark.unit
+def test_a_repeated_preemption_signal_requeues_the_job_once():
+    """scancel --signal=USR2 reaches the job's task directly and through srun: the second delivery must not hand the
+    signal to submitit again (its second `scontrol requeue` fails and the job's result becomes that error)."""
+    from rnnlab.runtime.signals import SignalContract
+
+    calls = []
+    contract = SignalContract()
+    contract._preempt = (signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    contract.in_fit = True
+    contract._handle(signal.SIGUSR2, None)  # noted: the fit stops at the end of the step
+    assert (contract.signum, calls) == (signal.SIGUSR2, [])
+    contract._handle(signal.SIGUSR2, None)  # again, before the stop is done: ignored
+    contract.in_fit = False
+    contract._handle(signal.SIGUSR2, None)  # again, after the fit: ignored too
+    assert calls == []
+    contract.requeue()  # the end of the interrupted run hands it over, once
+    contract.requeue()
+    assert calls == [signal.SIGUSR2]

@@ -106,7 +106,8 @@ def test_slurm_cpu_preset_composes_to_the_submitit_slurm_launcher(raw_compose, m
     assert (launcher.nodes, launcher.tasks_per_node, launcher.cpus_per_task, launcher.gpus_per_node) == (1, 1, 2, None)
     assert (launcher.timeout_min, launcher.mem_gb) == (120, 8)
     assert list(launcher.setup) == ["export OMP_NUM_THREADS=2"]  # follows cpus_per_task
-    assert launcher.max_num_timeout == 0  # the plugin's keys are all there
+    assert launcher.max_num_timeout == 5  # ours: a job at its time limit is requeued (the plugin's default is 0)
+    assert launcher.signal_delay_s == 120  # the plugin's keys are all there
 
     monkeypatch.delenv("RNNLAB_SLURM_PARTITION")
     monkeypatch.delenv("RNNLAB_SLURM_ACCOUNT")
@@ -157,6 +158,55 @@ def test_uncompleted_job_messages_become_one_line():
     failed = "Job (task=0) failed during processing with trace:\n----\nTraceback ...\n  File x\nKeyError: 'hydra'\n"
     assert uncompleted_line(failed) == "a job failed outside its run: KeyError: 'hydra'"
     assert uncompleted_line("something else\nmore") == "something else"
+
+
+SACCT_OFF = "#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n"
+SQUEUE = """#!/bin/sh
+echo "$@" > "$(dirname "$0")/squeue.args"
+printf '%s\\n' '4300_0|COMPLETED|node1' '4300_1|RUNNING|node2' '4300_[2-3%2]|PENDING|' '4301|CANCELLED|node1'
+"""
+
+
+@pytest.mark.unit
+def test_without_accounting_job_states_come_from_squeue(tmp_path, monkeypatch):
+    """On a cluster without accounting (sacct fails), submitit's watcher asks squeue, in sacct's own format, so a
+    job that SLURM cancelled is seen to end; a pending array range counts for every index it holds."""
+    from submitit.slurm import slurm as submitit_slurm
+
+    from rnnlab.runtime.launchers import squeue_command, squeue_watcher
+
+    for name, text in (("sacct", SACCT_OFF), ("squeue", SQUEUE)):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    watcher = squeue_watcher(submitit_slurm.SlurmInfoWatcher)(delay_s=600)
+    for job in ("4300_0", "4300_1", "4300_3", "4301"):
+        watcher.register_job(job)
+    states = {job: watcher.get_state(job, mode="force") for job in ("4300_0", "4300_1", "4300_3", "4301")}
+    assert states == {"4300_0": "COMPLETED", "4300_1": "RUNNING", "4300_3": "PENDING", "4301": "CANCELLED"}
+    assert watcher.accounting is False
+    assert watcher.is_done("4301", mode="cache")
+    assert not watcher.is_done("4300_3", mode="cache")
+    args = (tmp_path / "squeue.args").read_text().split()
+    assert args[:3] == ["--noheader", "--states=all", "--format=%i|%T|%N"]
+    assert sorted(args[3].removeprefix("--jobs=").split(",")) == ["4300", "4301"]
+    assert squeue_command(["sacct", "-o", "JobID,State,NodeList", "--parsable2", "-j", "7", "-j", "9"])[-1] == (
+        "--jobs=7,9")  # fmt: skip
+
+
+@pytest.mark.unit
+def test_with_accounting_submitit_keeps_sacct(tmp_path, monkeypatch):
+    from submitit.slurm import slurm as submitit_slurm
+
+    from rnnlab.runtime.launchers import squeue_watcher
+
+    (tmp_path / "sacct").write_text("#!/bin/sh\necho 'JobID|State|NodeList'\necho '4400|TIMEOUT|node1'\n")
+    (tmp_path / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    watcher = squeue_watcher(submitit_slurm.SlurmInfoWatcher)(delay_s=600)
+    watcher.register_job("4400")
+    assert watcher.get_state("4400", mode="force") == "TIMEOUT"
+    assert watcher.accounting is True
 
 
 def test_project_presets_do_not_shadow_the_plugin_and_help_lists_them(tmp_path):

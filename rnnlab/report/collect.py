@@ -3,7 +3,8 @@
 A run directory holds ``config_resolved.yaml`` or ``.hydra/config.yaml``, plus ``csv/`` or ``tensorboard/`` (or a
 ``summary.json``). Its ``summary.json`` is written at the successful end of a run; a run without one is listed as
 incomplete, with the last step and epoch its metrics reached. Every value missing from the summary falls back to
-the CSV (or to the TensorBoard events where there is no CSV).
+the CSV (or to the TensorBoard events where there is no CSV). An earlier attempt kept as ``<run>.partial-N`` beside
+the run that replaced it (a resumed sweep, scripts/published.py) is no run of its own: it is read only when named.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 
 from rnnlab.errors import RnnlabError
 
+PARTIAL = re.compile(r"\.partial-\d+$")  # <run>.partial-N: a stopped attempt kept beside the run that replaced it
 MARKER = ".rnnlab-report"  # a file in every report directory: marks it as safe to replace, and not a run
 CURVE_COLUMNS = ["run", "step", "epoch", "tag", "value"]
 # Lower is better when a token of the metric's name (split at "_") is one of these, higher for the other set.
@@ -27,7 +29,7 @@ MIN_TOKENS = {"loss", "bpc", "ppl", "mae", "rmse", "mape", "mse", "error", "err"
 MAX_TOKENS = {"acc", "f1", "auroc", "bleu", "match", "precision", "recall", "accuracy"}
 # Keys of the resolved config that say where a run is, not what it computes: dropped before runs are compared.
 PATH_KEYS = {"paths", "hydra", "save_dir", "dirpath", "default_root_dir", "output_dir", "run_dir", "cache_dir",
-             "root_dir", "log_dir", "ckpt_path"}  # fmt: skip
+             "root_dir", "log_dir", "ckpt_path", "resume_sweep"}  # fmt: skip
 
 
 class ReportError(RnnlabError):
@@ -63,8 +65,8 @@ def find_run_dirs(paths: list[str | os.PathLike[str]]) -> list[Path]:
             if is_run_dir(here):
                 found.add(here)
                 dirs[:] = []  # no run lives inside another one (checkpoints/, figures/, csv/ ...)
-            else:
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            else:  # not hidden directories, nor an earlier attempt set aside (rnnlab.runtime.rundir.set_aside)
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not PARTIAL.search(d))
     return sorted(found)
 
 

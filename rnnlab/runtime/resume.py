@@ -309,3 +309,38 @@ def shown(path: Any) -> str:
     except ValueError:
         return text
     return text if rel.startswith("..") else rel
+
+
+def keep_earlier_rows(loggers: Any, step: int) -> None:
+    """A run that resumes in its own directory (rnnlab.runtime.rundir.resumes_in_place) at ``step``: Lightning's
+    CSVLogger deletes the ``metrics.csv`` it finds when it starts, so the rows the earlier attempt logged before
+    ``step`` are read first and written back as the new file's first rows. metrics.csv then holds the whole run,
+    as if it had not stopped; the earlier attempt's rows from ``step`` on (steps past its last checkpoint, which
+    the resumed run trains again) are dropped. Rows an attempt killed with SIGKILL had not yet written are not
+    there to keep."""
+    import csv
+    import warnings
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        path = Path(logger.log_dir) / "metrics.csv"
+        if not path.is_file():
+            continue
+        with path.open(newline="") as fh:
+            rows = [row for row in csv.DictReader(fh) if _step_of(row) < step]
+        with warnings.catch_warnings():  # "Previous log files in this directory will be deleted": not these rows
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = logger.experiment  # Lightning's writer: removes metrics.csv
+        if rows:
+            writer.metrics[:0] = rows
+            writer.save()
+
+
+def _step_of(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return math.nan

@@ -25,9 +25,17 @@ releases its claim and removes what it wrote (:func:`Claim.release`): the direct
 that did not exist before is removed. A job of a sweep keeps its directory and its failed summary.json, so that
 the sweep's list of failures and rnnlab-report find it.
 
-A SLURM job that SLURM (or submitit) requeued runs again into the directory it claimed: it takes back its own
-claim when the claim names the same SLURM job (array job and task) and the claiming process is gone, and
-resumes from that directory's ``checkpoints/last.ckpt`` (:attr:`Claim.taken_back`).
+A run may continue in a directory it claimed before, and then resumes from that directory's
+``checkpoints/last.ckpt`` (:attr:`Claim.taken_back`, rnnlab.train):
+
+* a SLURM job that SLURM (or submitit) requeued runs again into the directory it claimed: it takes back its own
+  claim when the claim names the same SLURM job (array job and task) and the claiming process is gone;
+* a job of a resumed sweep (``resume_sweep=<sweep dir>``, rnnlab.runtime.sweep_resume) takes over the claim of
+  the job directory its earlier attempt left unfinished (interrupted, failed, killed) once that attempt's owner is
+  not running any more (:func:`still_running`); the sweep takes over the sweep directory's claim the same way.
+
+An earlier attempt without a checkpoint to resume from is set aside whole (:func:`set_aside`: renamed
+``<directory>.partial-N``), and the run starts again from scratch in a new directory of the same name.
 
 Processes of one DDP launch other than rank 0 claim nothing: rank 0 of the launch owns the run's directory.
 """
@@ -37,7 +45,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,8 +98,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def owner_record(kind: str, sweep: Path | None = None) -> dict[str, Any]:
-    """What the owner file holds for this process."""
+def owner_record(kind: str, sweep: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """What the owner file holds for this process (``overrides``: a sweep job's own overrides, which say which job
+    of the sweep the directory holds)."""
     return {
         "kind": kind,
         "pid": os.getpid(),
@@ -99,6 +110,7 @@ def owner_record(kind: str, sweep: Path | None = None) -> dict[str, Any]:
         "status": "running",
         "argv": list(sys.argv),
         **({"sweep": str(sweep)} if sweep is not None else {}),
+        **({"overrides": list(overrides)} if overrides is not None else {}),
     }
 
 
@@ -123,13 +135,49 @@ def read_owner(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+# sacct's states of a SLURM job that has ended (a requeued job is PENDING or REQUEUED again)
+SLURM_ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+               "PREEMPTED", "TIMEOUT")  # fmt: skip
+
+
+def slurm_state(job: Any) -> str | None:
+    """The state SLURM gives SLURM job ``job`` (``TIMEOUT``, ``RUNNING``, ...): from its accounting (``sacct``), or,
+    on a cluster without accounting, from slurmctld's memory of recent jobs (``squeue --states=all``, as
+    rnnlab.runtime.launchers does for submitit); None when there is no job, neither command answers, or no answer
+    comes within 10 s."""
+    if not job:
+        return None
+    for command in (["sacct", "-n", "-X", "-P", "-o", "State", "-j", str(job)],
+                    ["squeue", "--noheader", "--states=all", "--format=%T", f"--jobs={job}"]):  # fmt: skip
+        if shutil.which(command[0]) is None:
+            continue
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        lines = [line.split()[0] for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+        if lines:
+            return lines[0]
+    return None
+
+
+def _host_state(owner: dict[str, Any]) -> str:
+    """How far the process of a "running" owner record can be seen: "alive", "gone" (on this host, or its SLURM job
+    ended, as sacct says) or "elsewhere" (another host, nothing known)."""
+    pid, host = owner.get("pid"), owner.get("host")
+    if host == socket.gethostname() and isinstance(pid, int):
+        return "alive" if _alive(pid) else "gone"
+    state = slurm_state(owner.get("slurm_job"))
+    return "gone" if state in SLURM_ENDED else "elsewhere"
+
+
 def still_running(owner: dict[str, Any]) -> bool:
     """Whether the run of an owner record is going on: its status says running, and its process is alive (on
-    another host, where that cannot be checked, it is taken to be)."""
+    another host, where that cannot be checked, it is taken to be, unless SLURM's accounting says that the SLURM
+    job it ran in has ended)."""
     if not owner or str(owner.get("status", "running")) != "running":
         return False
-    pid = owner.get("pid")
-    return not (owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid))
+    return _host_state(owner) != "gone"
 
 
 def describe_owner(owner: dict[str, Any]) -> str:
@@ -139,13 +187,18 @@ def describe_owner(owner: dict[str, Any]) -> str:
     kind, pid, host = owner.get("kind", "run"), owner.get("pid"), owner.get("host", "?")
     status = str(owner.get("status", "running"))
     if status == "running":
-        here = host == socket.gethostname()
-        if here and isinstance(pid, int) and not _alive(pid):
+        seen = _host_state(owner)
+        if seen == "gone":
             status = "its process is gone: it was killed or crashed"
         else:
-            status = "still running" if here else "running, or killed, on another host"
+            status = "still running" if seen == "alive" else "running, or killed, on another host"
     job = f", SLURM job {owner['slurm_job']}" if owner.get("slurm_job") else ""
     return f"a {kind} (pid {pid} on {host}{job}, started {owner.get('started', '?')}; {status})"
+
+
+def _has_ended(owner: dict[str, Any], kind: str) -> bool:
+    """A claim of ``kind`` whose owner has ended (completed, failed, interrupted, or killed: its process is gone)."""
+    return bool(owner) and owner.get("kind") == kind and not still_running(owner)
 
 
 def _can_take_back(owner: dict[str, Any]) -> bool:
@@ -212,6 +265,7 @@ class Claim:
 
 _HELD: dict[Path, Claim] = {}  # the claims of the runs (and the sweep) active in this process
 _EXISTED: set[Path] = set()  # run directories RunDirGuard.on_run_start saw before Hydra created them
+_FOLLOWING: set[Path] = set()  # run directories whose rank 0 resumes there (this process is another rank)
 
 
 def _key(path: str | os.PathLike[str]) -> Path:
@@ -270,11 +324,22 @@ def sweep_files_in(path: Path) -> list[str]:
     )
 
 
-def claim(path: str | os.PathLike[str], kind: str, key: str, *, sweep: Path | None = None) -> Claim:
+def claim(
+    path: str | os.PathLike[str],
+    kind: str,
+    key: str,
+    *,
+    sweep: Path | None = None,
+    take_back: bool = False,
+    overrides: list[str] | None = None,
+) -> Claim:
     """Claim directory ``path`` for this process (``kind`` run or sweep; ``key`` names the setting in errors).
 
     Creates the directory if needed, then the owner file, atomically. Raises ConfigError (one line) when another
-    run or sweep owns it, when it holds a run from before claims existed, or when it cannot be created."""
+    run or sweep owns it, when it holds a run from before claims existed, or when it cannot be created.
+    ``take_back``: the directory's earlier owner of the same kind may be taken over once it has ended (a resumed
+    sweep); a requeued SLURM job always takes back its own. A claim taken back is :attr:`Claim.taken_back`.
+    ``sweep`` and ``overrides`` go into the owner record (a sweep job's sweep and its own overrides)."""
     target = _key(path)
     shown = Path(path).expanduser()
     check_new_dir(target, key, [])
@@ -285,14 +350,14 @@ def claim(path: str | os.PathLike[str], kind: str, key: str, *, sweep: Path | No
         legacy = sorted(n for n in names if n in RUN_FILES or n in SWEEP_FILES or (target / n / ".hydra").is_dir())
         if legacy:
             check_new_dir(shown, key, legacy)
-    record = owner_record(kind, sweep)
+    record = owner_record(kind, sweep, overrides)
     try:
         created = create_exclusive(target / OWNER_FILE, json.dumps(record, indent=2) + "\n")
     except OSError as err:
         raise ConfigError(f"{key}: cannot write in {shown}: {err.strerror or err}") from err
     if not created:
         owner = read_owner(target)
-        if not _can_take_back(owner):
+        if not (_can_take_back(owner) or (take_back and _has_ended(owner, kind))):
             raise ConfigError(
                 f"{key}={shown} belongs to {describe_owner(owner)}; a run never writes into another run's "
                 f"directory: choose a new {key}, or leave it unset for a fresh one"
@@ -309,10 +374,52 @@ def claim(path: str | os.PathLike[str], kind: str, key: str, *, sweep: Path | No
     return result
 
 
+def is_set_aside(name: str) -> bool:
+    """``name`` is that of an attempt :func:`set_aside` kept (``<name>.partial-N``)."""
+    head, sep, n = name.rpartition(".partial-")
+    return bool(head and sep and n.isdigit())
+
+
+def set_aside(path: str | os.PathLike[str]) -> Path:
+    """Keep a stopped attempt's directory (or file) out of the way of the next attempt: rename it
+    ``<name>.partial-N``, the first N free (1, 2, ...). Returns the new path. Nothing is copied or deleted."""
+    path = Path(path)
+    n = 1
+    while True:
+        aside = path.with_name(f"{path.name}.partial-{n}")
+        if not aside.exists() and not aside.is_symlink():
+            try:
+                path.rename(aside)
+            except FileExistsError:  # taken meanwhile: the next number
+                pass
+            except OSError as err:
+                if not aside.exists():
+                    raise ConfigError(f"cannot set {path} aside as {aside.name}: {err.strerror or err}") from err
+            else:
+                return aside
+        n += 1
+
+
+def follow_resume(path: str | os.PathLike[str]) -> None:
+    """In a DDP process other than rank 0 (it claims nothing): rank 0 of the launch takes the run directory
+    ``path`` back and resumes there, and so does this process (:func:`resumes_in_place`)."""
+    _FOLLOWING.add(_key(path))
+
+
+def resumes_in_place(run_dir: str | os.PathLike[str], claim: Claim | None) -> Path | None:
+    """The run's own ``checkpoints/last.ckpt`` when the run continues in its own directory: its claim was taken back
+    (a requeued SLURM job, a job of a resumed sweep), or, in a DDP process other than rank 0, rank 0 does
+    (:func:`follow_resume`). None otherwise, or when there is no last.ckpt."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    taken_back = claim.taken_back if claim is not None else _key(run_dir) in _FOLLOWING
+    return last if taken_back and last.is_file() else None
+
+
 def forget_claims() -> None:
     """Drop this process's record of its claims (the files stay). For tests and for processes that fork."""
     _HELD.clear()
     _EXISTED.clear()
+    _FOLLOWING.clear()
 
 
 def check_inside(path: str | os.PathLike[str] | None, key: str) -> None:
@@ -339,16 +446,23 @@ def launched_worker() -> bool:
     return launch_rank() != 0
 
 
-def claim_job_dir(hydra_cfg: DictConfig, multirun: bool) -> Claim | None:
-    """At the start of a run's (or a sweep job's) task function: claim ``hydra.runtime.output_dir`` and write
-    Hydra's record of the run (``.hydra/``) into it. None in a process that is not the run's owner (DDP)."""
+def job_overrides(hydra_cfg: DictConfig) -> list[str]:
+    """A sweep job's own overrides (``hydra.overrides.task``) without ``resume_sweep``, which says where the sweep
+    runs, not which job this is."""
+    return [str(o) for o in hydra_cfg.overrides.task if not str(o).lstrip("+~").startswith("resume_sweep=")]
+
+
+def claim_job_dir(hydra_cfg: DictConfig, multirun: bool, *, take_back: bool = False) -> Claim | None:
+    """At the start of a run's (or a sweep job's) task function: claim ``hydra.runtime.output_dir`` (the caller
+    then writes Hydra's record of the run, ``.hydra/``, into it). None in a process that is not the run's owner
+    (DDP). ``take_back``: a job of a resumed sweep may take over its unfinished earlier attempt's claim."""
     if launched_worker():
         return None
     output_dir = Path(str(hydra_cfg.runtime.output_dir))
     key = "hydra.sweep.subdir" if multirun else "hydra.run.dir"
     sweep = Path(str(hydra_cfg.sweep.dir)).absolute() if multirun else None
-    result = claim(output_dir, "run", key, sweep=sweep)
-    return result
+    overrides = job_overrides(hydra_cfg) if multirun else None
+    return claim(output_dir, "run", key, sweep=sweep, take_back=take_back, overrides=overrides)
 
 
 def write_hydra_record(task_cfg: DictConfig, hydra_root: DictConfig, output_dir: Path, subdir: str | None) -> None:
@@ -388,6 +502,8 @@ class RunDirGuard(Callback):
         self.record_subdir = record_subdir
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("resume_sweep") is not None:
+            _refuse(ConfigError(NOT_A_SWEEP))
         run_dir = _resolved(config, "hydra.run.dir")
         if run_dir is None or launched_worker():
             return
@@ -401,10 +517,17 @@ class RunDirGuard(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = _resolved(config, "hydra.sweep.dir")
-        if sweep_dir is None or launched_worker():
+        if launched_worker():
             return
+        resuming = config.get("resume_sweep") is not None
         try:
-            claim(sweep_dir, "sweep", "hydra.sweep.dir")
+            if resuming:  # before anything is created: the sweep to resume exists, and can be resumed
+                sweep_dir = str(check_resumable(config, sweep_dir))
+            if sweep_dir is None:
+                return
+            found = claim(sweep_dir, "sweep", "resume_sweep" if resuming else "hydra.sweep.dir", take_back=resuming)
+            if resuming:
+                start_resumed_sweep(found)
         except ConfigError as err:
             _refuse(err)
 
@@ -413,3 +536,69 @@ class RunDirGuard(Callback):
         found = held(sweep_dir) if sweep_dir is not None else None
         if found is not None:
             found.finish("ended")
+
+
+# ------------------------------------------------------------------------------------- resumed sweeps
+# (rnnlab.runtime.sweep_resume: the sweep-level checks live here, where RunDirGuard claims the sweep directory)
+NOT_A_SWEEP = (
+    "resume_sweep: resumes a sweep, and this command starts a single run; run the sweep's own command, with -m, "
+    "plus resume_sweep=<the sweep's directory>"
+)
+OPTUNA = (
+    "resume_sweep: an Optuna search is not resumed job by job; it continues through its study's storage: run it "
+    "with hydra.sweeper.storage=<database URL> hydra.sweeper.study_name=<name>, and the same command again "
+    "continues the study"
+)
+
+
+def _resume_shown(path: Path) -> str:
+    from rnnlab.runtime.resume import shown
+
+    return shown(path)
+
+
+# ------------------------------------------------------------------------------------- the sweep, at its start
+def is_optuna(config: Any) -> bool:
+    """The sweep is an Optuna search (``hparams_search=...``, ``hydra/sweeper=optuna``)."""
+    sweeper = getattr(getattr(config, "hydra", None), "sweeper", None)
+    return "optuna" in str(getattr(sweeper, "_target_", "") or "").lower()
+
+
+def check_resumable(config: Any, sweep_dir: str | None) -> Path:
+    """Before the resumed sweep creates or claims anything: ``resume_sweep`` names the directory of an rnnlab sweep
+    that is not running any more, and the sweep is one that can be resumed job by job. Its path; ConfigError (one
+    line naming ``resume_sweep``) otherwise."""
+    value = str(config.resume_sweep)
+    if is_optuna(config):
+        raise ConfigError(OPTUNA)
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise ConfigError(f"resume_sweep={value}: no such directory (resume_sweep names the directory of the sweep "
+                          "to resume, outputs/multiruns/<time>)")  # fmt: skip
+    if not path.is_dir():
+        raise ConfigError(f"resume_sweep={value} is a file, not a sweep's directory")
+    owner = read_owner(path)
+    if owner.get("kind") != "sweep":
+        if owner.get("sweep"):
+            what = f"a job's directory: resume its sweep, resume_sweep={_resume_shown(Path(str(owner['sweep'])))}"
+        elif owner:
+            what = f"the directory of a {owner.get('kind', 'run')}, not of a sweep"
+        else:
+            what = f"not the directory of an rnnlab sweep (it has no {OWNER_FILE} of a sweep)"
+        raise ConfigError(f"resume_sweep={value} is {what}; resume_sweep names the directory of the sweep to "
+                          "resume, outputs/multiruns/<time>")  # fmt: skip
+    if sweep_dir is not None and os.path.realpath(Path(sweep_dir).expanduser()) != os.path.realpath(path):
+        raise ConfigError(f"resume_sweep={value} and hydra.sweep.dir={sweep_dir} name different directories; a "
+                          "resumed sweep runs in its own directory: leave hydra.sweep.dir out")  # fmt: skip
+    if still_running(owner):
+        raise ConfigError(f"resume_sweep={value} belongs to {describe_owner(owner)}; a sweep is resumed "
+                          "once it has ended")  # fmt: skip
+    return path
+
+
+def start_resumed_sweep(claim: Claim) -> None:
+    """The resumed sweep has taken over its directory: the earlier attempt's ``multirun.yaml``, which the sweeper is
+    about to write again, is kept as ``multirun.yaml.partial-N``."""
+    record = claim.path / "multirun.yaml"
+    if record.is_file():
+        set_aside(record)

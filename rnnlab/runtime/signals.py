@@ -74,6 +74,7 @@ class SignalContract:
         self.distributed = False  # the run has several processes (set by GracefulStop)
         self._previous: dict[int, Any] = {}
         self._preempt: tuple[int, Any] | None = None  # (signal, submitit's handler) under a SLURM launcher
+        self._requeued = False  # submitit's handler has been called: the job is requeued once
 
     # ----------------------------------------------------------------------------------- installation
     def __enter__(self) -> SignalContract:
@@ -112,6 +113,8 @@ class SignalContract:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl+C: stop now
+        if self.signum is not None and self._preempt is not None and signum == self._preempt[0]:
+            return  # the preemption signal again (scancel and srun can each deliver it): the stop is under way
         if self.signum is None:
             self.signum = signum
             log.warning("Received %s: stopping at the end of this training step", signal_name(signum))
@@ -128,8 +131,9 @@ class SignalContract:
 
     def requeue(self) -> None:
         """Hand a SLURM preemption signal to submitit's handler (it requeues the job and exits)."""
-        if self._preempt is None:
+        if self._preempt is None or self._requeued:
             return
+        self._requeued = True
         signum, handler = self._preempt
         log.warning("Handing %s to submitit: the job is requeued and resumes from its last checkpoint",
                     signal_name(signum))  # fmt: skip

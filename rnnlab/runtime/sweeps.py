@@ -10,11 +10,14 @@ Optuna sweeper goes on to its next batch only while the failure rate stays below
   its own ``summary.json`` as ``"status": "failed"`` with its one-line ``error``, unless train() already has (a
   divergence does, with the details), so that rnnlab-report lists it;
 * when the sweep is over, whether the sweeper raised or returned, rnnlab.cli calls :func:`finish_sweep`, which
-  prints every failed job of this sweep (its directory and its one line) and makes the exit status 1.
+  prints every failed job of this sweep (its directory and its one line) and makes the exit status 1. After a
+  signal it also prints the command that resumes the sweep (``resume_sweep=``, rnnlab.runtime.sweep_resume); a
+  resumed sweep first says how many jobs it skipped, resumed and started afresh.
 
 Job directories are read from disk because a job's ``on_job_end`` may run in another process. Only jobs written
-since the sweep started count, so a reused ``hydra.sweep.dir`` does not list an earlier sweep's failures. This
-module stays light (no torch): Hydra instantiates the callback before every run.
+since the sweep started count, so a reused ``hydra.sweep.dir`` does not list an earlier sweep's failures (a resumed
+sweep's skipped jobs count too: their notes are new). An earlier attempt set aside (``<job dir>.partial-N``) is no
+job of the sweep. This module stays light (no torch): Hydra instantiates the callback before every run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,20 @@ class FailedJob:
 class _Sweep:
     directory: Path
     started: float  # time.time() at on_multirun_start
+    resumed: bool = False  # resume_sweep=...
+    resumable: bool = True  # not an Optuna search
+
+
+@dataclass
+class SweepEnd:
+    """What :func:`finish_sweep` found: the number of jobs, the failed ones, a resumed sweep's line (how many jobs
+    were skipped, resumed, started afresh), and the sweep's directory when ``resume_sweep`` can resume it (not an
+    Optuna search)."""
+
+    total: int = 0
+    failed: list[FailedJob] = field(default_factory=list)
+    resumed: str | None = None
+    resumable: Path | None = None
 
 
 _ACTIVE: _Sweep | None = None  # the sweep running in this process, set by FailedJobs.on_multirun_start
@@ -50,7 +67,11 @@ class FailedJobs(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         global _ACTIVE
-        _ACTIVE = _Sweep(Path(str(config.hydra.sweep.dir)).absolute(), time.time() - 1.0)  # 1 s: coarse mtimes
+        from rnnlab.runtime.rundir import is_optuna
+
+        resumed = getattr(config, "resume_sweep", None) is not None
+        _ACTIVE = _Sweep(Path(str(config.hydra.sweep.dir)).absolute(), time.time() - 1.0,  # 1 s: coarse mtimes
+                         resumed, not is_optuna(config))  # fmt: skip
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
@@ -125,9 +146,13 @@ def sweep_jobs(directory: Path, since: float = 0.0) -> tuple[list[Path], list[Fa
     """The job directories under ``directory`` whose record was written after ``since`` (sorted by job number), and
     the jobs that did not complete among them: summary.json says failed or interrupted, or there is none (the job
     never finished); plus the jobs refused their directory (:func:`record_refusal`)."""
+    from rnnlab.runtime.rundir import is_set_aside
+
     jobs: list[Path] = []
     if directory.is_dir():
         for path in directory.iterdir():
+            if is_set_aside(path.name):  # an earlier attempt, kept beside the job that replaced it
+                continue
             # Hydra's record of the job (unless hydra.output_subdir=null), else what train() writes
             records = [path / ".hydra" / "overrides.yaml", path / "config_resolved.yaml", path / "summary.json"]
             record = next((r for r in records if r.is_file()), None)
@@ -154,15 +179,31 @@ def sweep_jobs(directory: Path, since: float = 0.0) -> tuple[list[Path], list[Fa
     return jobs, failed
 
 
-def finish_sweep() -> tuple[int, list[FailedJob]]:
-    """End of the sweep started in this process: (number of jobs, failed jobs); forgets the sweep. (0, []) when
-    no sweep ran."""
+def finish_sweep() -> SweepEnd:
+    """End of the sweep started in this process (its jobs, the failed ones; a resumed sweep's counts); forgets the
+    sweep. An empty SweepEnd when no sweep ran."""
     global _ACTIVE
     sweep, _ACTIVE = _ACTIVE, None
     if sweep is None:
-        return 0, []
+        return SweepEnd()
     jobs, failed = sweep_jobs(sweep.directory, sweep.started)
-    return len(jobs), failed
+    end = SweepEnd(len(jobs), failed)
+    if sweep.resumed:
+        notes = read_notes(sweep.directory, sweep.started)
+        seen = {os.path.realpath(job) for job in jobs}
+        end.total += sum(1 for n in notes.values() if os.path.realpath(str(n["job_dir"])) not in seen)
+        end.resumed = summary_line(sweep.directory, notes)
+    if sweep.resumable:
+        end.resumable = sweep.directory
+    return end
+
+
+def resume_command(sweep_dir: Path, argv: list[str]) -> str:
+    """The sweep's own command (``argv``, as rnnlab-train was given it) plus ``resume_sweep=<its directory>``."""
+    import shlex
+
+    args = [a for a in argv if not a.lstrip("+~").startswith("resume_sweep=")]
+    return shlex.join(["rnnlab-train", *args, f"resume_sweep={_shown(sweep_dir)}"])
 
 
 def format_failures(total: int, failed: list[FailedJob], interrupted: bool = False) -> str:
@@ -183,3 +224,44 @@ def _shown(path: Path) -> str:
     except ValueError:
         return str(path)
     return str(path) if rel.startswith("..") else rel
+
+
+# ------------------------------------------------------------------------------------- resumed sweeps
+NOTES = ".rnnlab-resume"  # in a resumed sweep's directory: what each job did, <job number>.json
+ACTIONS = ("skipped", "resumed", "restarted", "started")
+
+
+def read_notes(sweep_dir: Path, since: float) -> dict[str, dict[str, Any]]:
+    """The notes the jobs of the resumed sweep (started after ``since``) left: {job number: note}."""
+    import json
+
+    notes: dict[str, dict[str, Any]] = {}
+    folder = sweep_dir / NOTES
+    if not folder.is_dir():
+        return notes
+    for path in folder.glob("*.json"):
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("action") in ACTIONS:
+            notes[path.stem] = data
+    return notes
+
+
+def summary_line(sweep_dir: Path, notes: dict[str, dict[str, Any]]) -> str:
+    """``rnnlab: resumed sweep <dir>: 1 job skipped (completed before), 1 resumed from its last.ckpt, 2 started
+    afresh (1 again from scratch, ...)``."""
+    count = {action: sum(1 for n in notes.values() if n["action"] == action) for action in ACTIONS}
+    fresh = count["started"] + count["restarted"]
+    parts = [
+        f"{count['skipped']} job{'s' if count['skipped'] != 1 else ''} skipped (completed before)",
+        f"{count['resumed']} resumed from {'its' if count['resumed'] == 1 else 'their'} last.ckpt",
+        f"{fresh} started afresh",
+    ]
+    if count["restarted"]:
+        parts[-1] += (f" ({count['restarted']} of them again from scratch, without a checkpoint; the earlier "
+                      "attempt kept as <job dir>.partial-N)")  # fmt: skip
+    return f"rnnlab: resumed sweep {_shown(sweep_dir)}: " + ", ".join(parts)

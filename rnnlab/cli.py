@@ -97,9 +97,10 @@ def _task(cfg: DictConfig) -> float | None:
         if claim is not None:
             record = _record_subdir(hydra_cfg)
             rundir.write_hydra_record(cfg, HydraConfig.instance().cfg, claim.path, record)
+        from rnnlab.runtime.search import job_callbacks
         from rnnlab.train import train
 
-        return train(cfg).value
+        return train(cfg, callbacks=job_callbacks(cfg, hydra_cfg) if multirun else ()).value
     except BaseException as ex:
         if claim is not None and not multirun and not claim.holds_results():
             claim.release()  # a single run that never trained gives its directory back

@@ -330,6 +330,29 @@ def register_configs() -> None:
     for name in CELLS.names():
         if not (conf / "model" / f"{name}.yaml").is_file():
             cs.store(group="model", name=name, node=ModelConfig(cell=name))
+    cs.store(group="hydra/sweeper", name="optuna_pruning", node=optuna_pruning_schema(), provider="rnnlab")
+
+
+def optuna_pruning_schema() -> type:
+    """``hydra/sweeper=optuna_pruning``: the Optuna sweeper's schema with a ``pruner`` (rnnlab.runtime.pruning), an
+    ``optuna.pruners`` config from the ``hydra/sweeper/pruner`` group (conf/hydra/sweeper/pruner/); null: none."""
+    global _OPTUNA_PRUNING
+    if _OPTUNA_PRUNING is None:
+        from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+
+        from rnnlab.runtime.pruning import TARGET
+
+        @dataclass
+        class OptunaPruningConf(OptunaSweeperConf):
+            _target_: str = TARGET
+            defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, "_self_", {"pruner": None}])
+            pruner: Any = None
+
+        _OPTUNA_PRUNING = OptunaPruningConf
+    return _OPTUNA_PRUNING
+
+
+_OPTUNA_PRUNING: type | None = None
 
 
 def load_plugins(modules: Any) -> list[str]:

@@ -78,13 +78,15 @@ def run_summary(
     value: float | None,
     wall_s: float,
     early: Any = ...,
+    trial: Any = ...,
 ) -> dict[str, Any]:
     """The content of ``summary.json``: one run's outcome, for rnnlab-report (which relies on these keys).
-    ``early``: :func:`stopped_early` as the fit left it (read before the test split restores a checkpoint's callback
-    states); when not given, read from the trainer now."""
+    ``early``, ``trial``: :func:`stopped_early` and rnnlab.runtime.pruning.trial_record as the fit left them (read
+    before the test split restores a checkpoint's callback states); when not given, read from the trainer now."""
     from rnnlab.callbacks import PeakMemory, Timing
     from rnnlab.provenance import environment
     from rnnlab.runtime.callbacks import RunRecord
+    from rnnlab.runtime.pruning import trial_record
 
     timing = next((c for c in trainer.callbacks if isinstance(c, Timing)), None)
     memory = next((c for c in trainer.callbacks if isinstance(c, PeakMemory)), None)
@@ -108,6 +110,7 @@ def run_summary(
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "stopped_early": stopped_early(trainer) if early is ... else early,
+        "optuna_trial": trial_record(trainer) if trial is ... else trial,  # a trial of a pruning Optuna search
         "backend": str(cfg.model.backend),
         "world_size": int(trainer.world_size),  # processes of the run (DDP); samples_per_s is rank 0's share
         "cell": str(cfg.model.cell),

@@ -209,9 +209,11 @@ def _finish(
         results = trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
 
+    from rnnlab.runtime.pruning import trial_record
     from rnnlab.summary import stopped_early
 
     early = stopped_early(trainer)  # now: testing a checkpoint restores the callbacks' state from that checkpoint
+    trial = trial_record(trainer)  # a trial of a pruning Optuna search: its reports, where it was pruned
     test_metrics: dict[str, float] = {}
     best_path = saver.best_model_path if saver is not None else ""
     if best_path and not Path(best_path).is_file():
@@ -236,7 +238,7 @@ def _finish(
         }
         log_hparams_with_metrics(trainer, flat_hparams(cfg, seed), final)
         wall_s = time.perf_counter() - started
-        summary = run_summary(cfg, model, trainer, seed, metrics, test_metrics, value, wall_s, early=early)
+        summary = run_summary(cfg, model, trainer, seed, metrics, test_metrics, value, wall_s, early=early, trial=trial)
         write_summary(run_dir, summary)
     return value, test_metrics
 

@@ -250,8 +250,10 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     sqlite study: 2 x 3 trials, all complete, no parameter set twice, each worker's trials the first proposals of
     its own seed (1234 + index), each in its own sweep directory numbered from 0."""
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    procs = [start(*SEARCH, f"hydra.sweeper.storage={url}", "hydra.sweeper.n_trials=3", cwd=tmp_path,
-                   RNNLAB_SEARCH_WORKER=str(index)) for index in (0, 1)]  # fmt: skip
+    # pruner=none: the trials report to the shared study but none is pruned (the preset's median pruner could prune
+    # the sixth trial against the first five), so all 6 complete (pruning: tests/test_pruning.py)
+    procs = [start(*SEARCH, f"hydra.sweeper.storage={url}", "hydra.sweeper.n_trials=3", "hydra/sweeper/pruner=none",
+                   cwd=tmp_path, RNNLAB_SEARCH_WORKER=str(index)) for index in (0, 1)]  # fmt: skip
     outs = [p.communicate(timeout=600) for p in procs]
     for proc, (_, err) in zip(procs, outs, strict=True):
         assert proc.returncode == 0, err[-3000:]

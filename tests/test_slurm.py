@@ -320,8 +320,12 @@ def test_an_optuna_study_shared_by_the_tasks_of_a_slurm_array(tmp_path, cluster)
 
     started = time.monotonic()
     db = tmp_path / "search.db"
+    # pruner=none: each trial reports its validation at step 2 to the shared study from its array task, none is
+    # pruned (the preset's median pruner could prune the sixth trial against the first five), so all 6 complete
     command = " ".join([str(RNNLAB_TRAIN), "-m", "hparams_search=classify_optuna", "hydra.sweeper.n_trials=3",
-                        f"hydra.sweeper.storage=sqlite:///{db}", *SEARCH_TINY])  # fmt: skip
+                        f"hydra.sweeper.storage=sqlite:///{db}", "hydra/sweeper/pruner=none",
+                        "trainer.val_check_interval=2", "trainer.check_val_every_n_epoch=null",
+                        *SEARCH_TINY])  # fmt: skip
     env = {k: v for k, v in environment(tmp_path, cluster).items() if k != "RNNLAB_SEARCH_WORKER"}
     submitted = subprocess.run(["sbatch", "--parsable", "--array=0-1", "--cpus-per-task=1", "--mem=1G",
                                 f"--output={tmp_path}/worker_%a.log", f"--chdir={tmp_path}", f"--wrap={command}"],
@@ -338,6 +342,7 @@ def test_an_optuna_study_shared_by_the_tasks_of_a_slurm_array(tmp_path, cluster)
     trials = optuna.load_study(study_name="classify_optuna", storage=f"sqlite:///{db}").trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 6  # no trial proposed twice
+    assert all(list(t.intermediate_values) == [2] for t in trials)  # reported at the validation of step 2
     workers = [json.loads(p.read_text()) for p in (tmp_path / "out" / "multiruns").glob("*/optuna_worker.json")]
     by_index = {w["worker"]: w for w in workers}
     assert sorted(by_index) == [0, 1]

@@ -71,7 +71,7 @@ class DirectoryTaken(ConfigError):
 # what a run writes into its directory (besides the job log, <hydra.job.name>.log); a directory holding any of
 # these without an owner file is a run from before claims existed, and is refused all the same
 RUN_FILES = (".hydra", "config_resolved.yaml", "summary.json", "checkpoints", "tensorboard", "csv", "figures")
-SWEEP_FILES = ("multirun.yaml", "optimization_results.yaml")
+SWEEP_FILES = ("multirun.yaml", "optimization_results.yaml", "optuna_worker.json", "optuna_trials.json")
 
 
 # ------------------------------------------------------------------------------------------------- owners

@@ -10,6 +10,9 @@ and telling; ``create_study(..., load_if_exists=True)``), so the sampler of each
 * :func:`search_seed`, the resolver ``${rnnlab_search_seed:1234}`` of the presets' ``hydra.sweeper.sampler.seed``:
   the base seed plus the worker index, so that workers do not propose the same trials. Worker 0 (no variable set)
   gets the base seed itself: a search run alone is the one it always was.
+* :func:`job_callbacks`: a sweep job's Lightning callbacks; a job of a pruning search (rnnlab.runtime.pruning) gets
+  the one that reports to its trial, found in the sweep's ``optuna_trials.json`` and reached in the sweeper's process
+  (a study in memory) or through the storage.
 * :class:`OptunaWorker`, a Hydra callback (conf/hydra/default.yaml) of the process that runs an Optuna sweep: at
   ``on_multirun_start``, once the sweep directory is claimed, it checks the storage (it opens it and creates or
   loads the study, with the sweep's directions; a storage that cannot be opened, a study of another direction, a
@@ -22,6 +25,7 @@ callback before every run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -252,6 +256,9 @@ class OptunaWorker(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         try:
             record = worker_record(config)
+            from rnnlab.runtime.pruning import check as check_pruning
+
+            check_pruning(config)
             if config.hydra.sweeper.get("storage") is not None:
                 record["study_at_start"] = open_study(
                     config.hydra.sweeper.storage, str(record["study_name"]), record["directions"]
@@ -278,3 +285,53 @@ class OptunaWorker(Callback):
             seed = f"sampler seed {record['seed']} (as set, without the worker index)"
         log.info(f"Optuna worker {record['worker']} ({record['worker_from'] or 'no worker variable set'}): {seed}; "
                  f"{where}")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ a trial's job (pruning)
+def job_callbacks(cfg: DictConfig, hydra_cfg: Any) -> list[Any]:
+    """The Lightning callbacks of a sweep job: for a job of a pruning search (rnnlab.runtime.pruning), the callback
+    that reports to its trial, which it finds in the sweep's optuna_trials.json; else none."""
+    from rnnlab.runtime.pruning import STUDIES, TRIALS, pruner_config, pruner_name, sweep_key, trial_pruning
+
+    pruner = pruner_config(hydra_cfg)
+    if pruner is None:
+        return []
+    sweep_dir = sweep_key(hydra_cfg.sweep.dir)
+    num = int(hydra_cfg.job.num)
+    try:
+        record = json.loads((Path(sweep_dir) / TRIALS).read_text())
+        entry = record["jobs"][str(num)]
+    except (OSError, ValueError, KeyError) as ex:
+        raise ConfigError(
+            f"hydra.sweeper.pruner: job {num} finds no trial in {Path(sweep_dir) / TRIALS} ({type(ex).__name__}): "
+            "a job of a pruning search is started by its sweeper"
+        ) from None
+    study = STUDIES.get(sweep_dir)
+    if study is None:  # another process than the sweeper's: through the storage
+        study = _load_study(hydra_cfg.sweeper, pruner)
+    import optuna
+
+    trial = optuna.trial.Trial(study, int(entry["trial_id"]))
+    return [trial_pruning(trial, str(cfg.optimized_metric), pruner_name(pruner))]
+
+
+def _load_study(sweeper: DictConfig, pruner: Any) -> Any:
+    import optuna
+
+    from rnnlab.runtime.pruning import make_pruner
+
+    storage = sweeper.get("storage")
+    if storage is None:
+        raise ConfigError(
+            "hydra.sweeper.storage: this job runs in another process than its sweeper and its study is in memory: "
+            "set hydra.sweeper.storage=sqlite:///search.db"
+        )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=sweeper.study_name, storage=_make_storage(storage),
+                                 pruner=make_pruner(pruner))  # fmt: skip
+    except ConfigError:
+        raise
+    except Exception as ex:
+        url = shown_url(_storage_url(storage))
+        raise ConfigError(f"hydra.sweeper.storage={url}: a trial's job cannot open its study: {_reason(ex)}") from ex

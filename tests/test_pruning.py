@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import job_dirs, sweep_dir
+from helpers import check_pruning_search, job_dirs, sweep_dir, trial_jobs, trial_reports
 
 from rnnlab.runtime import search
 
@@ -49,61 +48,21 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def jobs_of(sweep: Path) -> list[dict]:
-    """Per job, in job order: its summary.json and its entry in the sweeper's optuna_trials.json."""
-    trials = json.loads((sweep / "optuna_trials.json").read_text())["jobs"]
-    jobs = []
-    for job in job_dirs(sweep):
-        summary = json.loads((job / "summary.json").read_text())
-        jobs.append({"summary": summary, "entry": trials[job.name.split("_", 1)[0]], "dir": job})
-    assert len(jobs) == len(trials)
-    return jobs
-
-
-def reports(job: dict) -> dict[int, float]:
-    return {int(step): value for step, value in job["summary"]["optuna_trial"]["reported"].items()}
-
-
-def check_common(sweep: Path, jobs: list[dict]) -> None:
-    """What every pruning search must show, whatever its pruner."""
-    for job in jobs:
-        summary, entry = job["summary"], job["entry"]
-        trial = summary["optuna_trial"]
-        assert summary["status"] == "completed"
-        assert trial["number"] == entry["trial"]
-        assert trial["monitor"] == "val/acc"
-        assert summary["test_metrics"], "a pruned run still tests its best checkpoint"
-        steps = sorted(reports(job))
-        if trial["pruned"] is not None:
-            assert entry["state"] == "PRUNED"
-            assert entry["value"] is None
-            assert trial["pruned"]["step"] == steps[-1] == summary["global_step"] < 6  # stopped where judged
-            assert entry["pruned_at_step"] == steps[-1]
-        else:
-            assert entry["state"] == "COMPLETE"
-            assert steps == [2, 4, 6]
-            assert summary["global_step"] == 6
-            assert entry["value"] == pytest.approx(summary["optimized_value"])
-    complete = [job["entry"]["value"] for job in jobs if job["entry"]["state"] == "COMPLETE"]
-    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"]
-    assert best == pytest.approx(max(complete))  # pruned trials are no candidates
-
-
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_the_median_pruner_stops_a_trial_where_the_median_rule_says(tmp_path, backend):
     result = run_cli(*SEARCH, f"model.backend={backend}", "hydra.sweeper.n_trials=5",
                      "hydra.sweeper.pruner.n_startup_trials=1", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = sweep_dir(tmp_path)
-    jobs = jobs_of(sweep)
-    check_common(sweep, jobs)
+    jobs = trial_jobs(sweep)
+    check_pruning_search(sweep, jobs, max_steps=6)
     # the median rule (maximize): from the first completed trial on, a trial is pruned at the first validation where
     # its best value so far is below the median of the completed trials' values at that step (trials run one by one)
     pruned = later_complete = 0
     for index, job in enumerate(jobs):
-        done = [reports(other) for other in jobs[:index] if other["entry"]["state"] == "COMPLETE"]
+        done = [trial_reports(other) for other in jobs[:index] if other["entry"]["state"] == "COMPLETE"]
         expected = None
-        mine = reports(job)
+        mine = trial_reports(job)
         for step in sorted(mine):
             best_so_far = max(value for s, value in mine.items() if s <= step)
             at_step = [r[step] for r in done if step in r]
@@ -125,11 +84,11 @@ def test_jobs_in_other_processes_report_to_a_study_in_a_storage(tmp_path):
                      "hydra/sweeper/pruner=threshold", f"hydra.sweeper.pruner.lower={lower}", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = sweep_dir(tmp_path)
-    jobs = jobs_of(sweep)
-    check_common(sweep, jobs)
+    jobs = trial_jobs(sweep)
+    check_pruning_search(sweep, jobs, max_steps=6)
     # the threshold rule: pruned at the first validation whose value is below `lower`
     for job in jobs:
-        mine = reports(job)
+        mine = trial_reports(job)
         expected = next((step for step in sorted(mine) if mine[step] < lower), None)
         got = job["summary"]["optuna_trial"]["pruned"]
         assert (got["step"] if got else None) == expected, mine
@@ -145,7 +104,7 @@ def test_jobs_in_other_processes_report_to_a_study_in_a_storage(tmp_path):
     for job in jobs:
         trial = by_number[job["entry"]["trial"]]
         assert trial.state.name == job["entry"]["state"]
-        assert trial.intermediate_values == pytest.approx(reports(job))  # written by the job, in its own process
+        assert trial.intermediate_values == pytest.approx(trial_reports(job))  # written by the job, in its own process
         if trial.state.name == "COMPLETE":
             assert trial.value == pytest.approx(job["entry"]["value"])
 
@@ -172,7 +131,7 @@ def test_a_search_whose_every_trial_is_pruned_ends_in_one_line(tmp_path):
         "rnnlab: error: hydra.sweeper.pruner=ThresholdPruner: no trial of this search completed (2 pruned), so it "
         f"has no best trial; each trial's state is in {sweep / 'optuna_trials.json'}"
     )
-    assert [job["summary"]["optuna_trial"]["pruned"]["step"] for job in jobs_of(sweep)] == [2, 2]
+    assert [job["summary"]["optuna_trial"]["pruned"]["step"] for job in trial_jobs(sweep)] == [2, 2]
 
 
 @pytest.mark.parametrize(

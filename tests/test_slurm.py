@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import job_dirs, sweep_dir
+from helpers import check_pruning_search, job_dirs, sweep_dir, trial_jobs, trial_reports
 
 pytestmark = [pytest.mark.cli, pytest.mark.slurm]
 
@@ -350,6 +350,44 @@ def test_an_optuna_study_shared_by_the_tasks_of_a_slurm_array(tmp_path, cluster)
         assert worker["seed"] == 1234 + index
         assert worker["slurm_job"] == f"{array}_{index}"
     print(f"[slurm] Optuna study shared by a 2-task array (2 x 3 trials): {wall:.1f} s")
+
+
+def test_a_pruning_search_sends_its_trials_to_slurm_and_prunes_them_through_the_storage(tmp_path, cluster):
+    """An Optuna search with the threshold pruner whose trials are SLURM jobs (hydra/launcher=slurm_cpu, two at a
+    time): each job, in its own SLURM task, finds its trial in the sweep's optuna_trials.json, reports each validation
+    to the SQLite study and stops where the pruner says; the sweeper tells pruned trials PRUNED."""
+    import optuna
+
+    lower = 0.55
+    db = tmp_path / "search.db"
+    started = time.monotonic()
+    result = run_cli(tmp_path, cluster, "-m", "hparams_search=classify_optuna", *LAUNCHER, *SEARCH_TINY,
+                     "trainer.max_steps=6", "trainer.val_check_interval=2", "trainer.check_val_every_n_epoch=null",
+                     "threads=1", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4",
+                     f"hydra.sweeper.storage=sqlite:///{db}", "hydra/sweeper/pruner=threshold",
+                     f"hydra.sweeper.pruner.lower={lower}")  # fmt: skip
+    wall = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = sweep_dir(tmp_path)
+    jobs = trial_jobs(sweep)
+    assert len(jobs) == 4
+    assert len({hydra_job_id(job["dir"]) for job in jobs}) == 4  # four SLURM jobs
+    check_pruning_search(sweep, jobs, max_steps=6)
+    for job in jobs:  # the threshold rule: pruned at the first validation below `lower`
+        mine = trial_reports(job)
+        expected = next((step for step in sorted(mine) if mine[step] < lower), None)
+        got = job["summary"]["optuna_trial"]["pruned"]
+        assert (got["step"] if got else None) == expected, mine
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = {t.number: t for t in optuna.load_study(study_name="classify_optuna", storage=f"sqlite:///{db}").trials}
+    for job in jobs:
+        trial = study[job["entry"]["trial"]]
+        assert trial.state.name == job["entry"]["state"]
+        assert trial.intermediate_values == pytest.approx(trial_reports(job))
+    states = sorted(t.state.name for t in study.values())
+    assert "PRUNED" in states, states
+    assert "COMPLETE" in states, states
+    print(f"[slurm] pruning search of 4 SLURM jobs ({', '.join(states)}): {wall:.1f} s")
 
 
 # ------------------------------------------------------------------------------------------------ resuming a sweep

@@ -28,8 +28,8 @@ TINY = ["task=classify", "data=synthetic_text", "data.num_samples=300", "model.h
         "trainer.limit_test_batches=1"]  # fmt: skip
 SUMMARY_KEYS = {"status", "seed", "hparams", "fit_metrics", "test_metrics", "optimized_metric", "optimized_value",
                 "num_params", "step_ms_median", "samples_per_s", "peak_rss_mb", "peak_rss_delta_mb", "wall_s",
-                "global_step", "epochs", "stopped_early", "backend", "cell", "task", "data", "finished_at",
-                "world_size", "threads", "data_sha256", "data_sources", "environment"}  # fmt: skip
+                "global_step", "epochs", "stopped_early", "optuna_trial", "backend", "cell", "task", "data",
+                "finished_at", "world_size", "threads", "data_sha256", "data_sources", "environment"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,7 @@ def test_summary_json(runs, backend):
     assert set(summary) == SUMMARY_KEYS
     assert summary["world_size"] == 1
     assert summary["status"] == "completed"
+    assert summary["optuna_trial"] is None  # no trial of a pruning Optuna search (tests/test_pruning.py)
     # provenance: synthetic data is identified by its generator's settings, the machine by its libraries
     assert len(summary["data_sha256"]) == 64
     assert "generator" in summary["data_sources"]

@@ -144,7 +144,7 @@ class PruningSweeperImpl(OptunaSweeperImpl):
             outcome = job_outcome(self._returns.get(num)) if num is not None else None
             pruned = None
             if outcome is not None and outcome.get("number") == number:
-                _add_reports(study, number, outcome.get("reported") or {})
+                _add_reports(study, self._jobs[num]["trial_id"], outcome.get("reported") or {})
                 pruned = outcome.get("pruned")
             if pruned and state == TrialState.COMPLETE:
                 state, values = TrialState.PRUNED, None
@@ -160,13 +160,10 @@ class PruningSweeperImpl(OptunaSweeperImpl):
         return pruning_tell
 
 
-def _add_reports(study: Any, number: int, reported: dict[str, Any]) -> None:
+def _add_reports(study: Any, trial_id: int, reported: dict[str, Any]) -> None:
     """The job's intermediate values into this process's view of the trial: a study in a storage caches the
     trials this process asked for and does not see what their jobs wrote into the storage; its sampler ranks a
     pruned trial by its last intermediate value."""
-    trial_id = next((t._trial_id for t in study.get_trials(deepcopy=False) if t.number == number), None)
-    if trial_id is None:
-        return
     have = study._storage.get_trial(trial_id).intermediate_values
     for step, value in sorted((int(s), v) for s, v in reported.items()):
         if step not in have and value is not None and math.isfinite(float(value)):

@@ -446,10 +446,14 @@ def launched_worker() -> bool:
     return launch_rank() != 0
 
 
+def without_resume(overrides: Any) -> list[str]:
+    """``overrides`` without ``resume_sweep=...``, which says where a sweep runs, not which job or sweep it is."""
+    return [str(o) for o in overrides if not str(o).lstrip("+~").startswith("resume_sweep=")]
+
+
 def job_overrides(hydra_cfg: DictConfig) -> list[str]:
-    """A sweep job's own overrides (``hydra.overrides.task``) without ``resume_sweep``, which says where the sweep
-    runs, not which job this is."""
-    return [str(o) for o in hydra_cfg.overrides.task if not str(o).lstrip("+~").startswith("resume_sweep=")]
+    """A sweep job's own overrides (``hydra.overrides.task``) without ``resume_sweep``."""
+    return without_resume(hydra_cfg.overrides.task)
 
 
 def claim_job_dir(hydra_cfg: DictConfig, multirun: bool, *, take_back: bool = False) -> Claim | None:

@@ -180,11 +180,6 @@ def _open_once(storage: Any, study_name: str, wanted: list[str], url: str) -> di
 
 
 # --------------------------------------------------------------------------------------------- the callback
-def _is_optuna(config: DictConfig) -> bool:
-    target = OmegaConf.select(config, "hydra.sweeper._target_", default="") or ""
-    return "optuna" in str(target).lower()
-
-
 def _directions_of(sweeper: DictConfig) -> list[str]:
     direction = sweeper.get("direction")
     values = list(direction) if OmegaConf.is_list(direction) or isinstance(direction, list) else [direction]
@@ -251,7 +246,7 @@ class OptunaWorker(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from rnnlab.runtime import rundir
 
-        if not _is_optuna(config):
+        if not rundir.is_optuna(config):
             return
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         try:

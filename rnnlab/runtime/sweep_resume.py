@@ -63,7 +63,7 @@ def recorded_overrides(job_dir: Path, owner: dict[str, Any]) -> list[str] | None
             return None
     if not isinstance(found, list):
         return None
-    return [str(o) for o in found if not str(o).lstrip("+~").startswith("resume_sweep=")]
+    return rundir.without_resume(found)
 
 
 def check_same_job(job_dir: Path, num: Any, mine: list[str], owner: dict[str, Any]) -> None:

@@ -202,7 +202,9 @@ def resume_command(sweep_dir: Path, argv: list[str]) -> str:
     """The sweep's own command (``argv``, as rnnlab-train was given it) plus ``resume_sweep=<its directory>``."""
     import shlex
 
-    args = [a for a in argv if not a.lstrip("+~").startswith("resume_sweep=")]
+    from rnnlab.runtime.rundir import without_resume
+
+    args = without_resume(argv)
     return shlex.join(["rnnlab-train", *args, f"resume_sweep={_shown(sweep_dir)}"])
 
 
